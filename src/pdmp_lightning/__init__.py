@@ -1,0 +1,9 @@
+"""pdmp-lightning: Performance-Dominant Modality Prioritization and its baselines as Lightning callbacks."""
+
+from pdmp_lightning.callbacks import ModalityModulationCallback, PDMPCallback
+from pdmp_lightning.errors import PDMPConfigurationError
+from pdmp_lightning.modulation.coefficients import priority_coefficients
+
+__all__ = ["ModalityModulationCallback", "PDMPCallback", "PDMPConfigurationError", "priority_coefficients", "__version__"]
+
+__version__ = "0.1.0"

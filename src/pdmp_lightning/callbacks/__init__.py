@@ -1,0 +1,6 @@
+"""The Lightning callbacks."""
+
+from pdmp_lightning.callbacks.base import ModalityModulationCallback
+from pdmp_lightning.callbacks.pdmp import PDMPCallback
+
+__all__ = ["ModalityModulationCallback", "PDMPCallback"]

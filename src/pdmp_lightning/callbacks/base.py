@@ -1,0 +1,207 @@
+"""What every modality-modulating callback shares: modality groups, mechanism, window, hooks, logging.
+
+A subclass decides *which* multiplier each modality gets (PDMP from a ranking, the baselines from
+per-step scores) by filling :attr:`ModalityModulationCallback.multipliers`; this base decides
+*how* the multipliers reach the optimizer and *when*, and guarantees that no hook outlives a fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.optim import Optimizer
+
+from pdmp_lightning.errors import config_error
+from pdmp_lightning.modality import (
+    ModalityGroup,
+    ModalitySpecInput,
+    parse_modality_specs,
+    resolve_modality_groups,
+    unassigned_parameter_names,
+)
+from pdmp_lightning.modulation.mechanisms import (
+    MECHANISMS,
+    Mechanism,
+    Modulator,
+    build_modulator,
+    is_scale_invariant,
+)
+
+
+class ModalityModulationCallback(Callback):
+    """Base of the callbacks that scale each modality encoder's learning signal.
+
+    Args:
+        modalities: Modality name -> dotted submodule path(s) on the LightningModule, or
+            ``"re:<regex>"`` patterns over ``named_parameters()`` names.
+        start_epoch: First epoch of the modulation window (the epochs before it are warm-up).
+        end_epoch: First epoch after the window (exclusive), or None to modulate until the end.
+        mechanism: ``"auto"``, ``"activation"``, ``"parameter"``, ``"grad"`` or ``"update"``; see
+            :mod:`pdmp_lightning.modulation.mechanisms`.
+        log_every_n_steps: Interval of the coefficient and gradient-norm logs; None uses the
+            Trainer's ``log_every_n_steps``; 0 turns them off.
+        log_prefix: Prefix of the logged names.
+    """
+
+    def __init__(
+        self,
+        modalities: Mapping[str, ModalitySpecInput],
+        *,
+        start_epoch: int = 0,
+        end_epoch: int | None = None,
+        mechanism: Mechanism = "auto",
+        log_every_n_steps: int | None = None,
+        log_prefix: str = "modulation",
+    ) -> None:
+        super().__init__()
+        self._specs = parse_modality_specs(modalities)
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+            raise config_error("start_epoch", start_epoch, "an integer >= 0", "epochs before it are warm-up without modulation.")
+        if end_epoch is not None and (
+            isinstance(end_epoch, bool) or not isinstance(end_epoch, int) or end_epoch <= start_epoch
+        ):
+            raise config_error("end_epoch", end_epoch, f"None or an integer > start_epoch ({start_epoch})", "end_epoch is exclusive.")
+        if mechanism not in MECHANISMS:
+            raise config_error("mechanism", mechanism, f"one of {list(MECHANISMS)}")
+        if log_every_n_steps is not None and (
+            isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) or log_every_n_steps < 0
+        ):
+            raise config_error("log_every_n_steps", log_every_n_steps, "None or an integer >= 0")
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.mechanism: Mechanism = mechanism
+        self.log_every_n_steps = log_every_n_steps
+        self.log_prefix = log_prefix
+        #: Modality -> multiplier applied while modulating; read live by the hooks.
+        self.multipliers: dict[str, float] = {}
+        self.groups: dict[str, ModalityGroup] = {}
+        self.mechanism_in_use: str | None = None
+        self._modulator: Modulator | None = None
+
+    @property
+    def modality_names(self) -> list[str]:
+        """The modalities, in the order given."""
+        return list(self._specs)
+
+    @property
+    def is_modulating(self) -> bool:
+        """Whether the hooks are registered right now."""
+        return self._modulator is not None and self._modulator.attached
+
+    def in_window(self, epoch: int) -> bool:
+        """Whether ``epoch`` lies in the modulation window."""
+        return self.start_epoch <= epoch and (self.end_epoch is None or epoch < self.end_epoch)
+
+    # --- Lightning hooks ------------------------------------------------------------------------
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and isinstance(trainer.strategy, DeepSpeedStrategy):
+            raise config_error(
+                "Trainer(strategy=...)",
+                type(trainer.strategy).__name__,
+                "a single-device, DDP, FSDP or ModelParallel strategy",
+                "DeepSpeed owns the backward pass and the optimizer step, so the callback cannot scale a "
+                "modality's gradients or updates reliably there; use FSDP for sharded training.",
+            )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._detach()
+        self.groups = resolve_modality_groups(pl_module, self._specs)
+        untouched = unassigned_parameter_names(pl_module, self.groups)
+        sizes = ", ".join(f"{m}: {len(g.parameter_names)} tensors" for m, g in self.groups.items())
+        rank_zero_info(f"{type(self).__name__}: modality groups {sizes}.")
+        if untouched:
+            rank_zero_info(f"{type(self).__name__}: {len(untouched)} trainable tensors in no modality, never touched: {untouched}")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        mechanism = self._resolve_mechanism(trainer)
+        self.mechanism_in_use = mechanism
+        self._modulator = build_modulator(mechanism, self.groups, dict(pl_module.named_parameters()), self.multipliers)
+        rank_zero_info(f"{type(self).__name__}: mechanism '{mechanism}'{self._mechanism_detail()}.")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._modulator is None:
+            return
+        if self.in_window(trainer.current_epoch) and not self._modulator.attached:
+            self._modulator.attach(trainer.optimizers)
+        elif not self.in_window(trainer.current_epoch) and self._modulator.attached:
+            self._modulator.detach()
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if self._modulator is not None:
+            self._modulator.before_backward()
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+        if self._modulator is not None:
+            self._modulator.before_optimizer_step(optimizer)
+        interval = trainer.log_every_n_steps if self.log_every_n_steps is None else self.log_every_n_steps
+        if interval and trainer.global_step % interval == 0 and self._modulator is not None:
+            pl_module.log_dict(self._step_metrics(), on_step=True, on_epoch=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._detach()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._detach()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._detach()
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _detach(self) -> None:
+        if self._modulator is not None:
+            self._modulator.detach()
+
+    def _step_metrics(self) -> dict[str, float]:
+        assert self._modulator is not None
+        metrics: dict[str, float] = {}
+        for modality, parameters in self._modulator.group_parameters.items():
+            grads = [p.grad.detach().float() for p in parameters if p.grad is not None]
+            norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads)) if grads else 0.0
+            metrics[f"{self.log_prefix}/grad_norm/{modality}"] = norm
+            effective = self.multipliers.get(modality, 1.0) if self.is_modulating else 1.0
+            metrics[f"{self.log_prefix}/coefficient/{modality}"] = effective
+        return metrics
+
+    def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
+        group_ids = {id(p) for p in self._group_parameters(trainer)}
+        holding = [o for o in trainer.optimizers if any(id(p) in group_ids for g in o.param_groups for p in g["params"])]
+        adam_like = [type(o).__name__ for o in holding if is_scale_invariant(o)]
+        sharded = isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy)
+        if self.mechanism == "auto":
+            if adam_like:
+                return "update"
+            return "grad" if sharded else "activation"
+        if sharded and self.mechanism in ("activation", "parameter"):
+            raise config_error(
+                "mechanism",
+                self.mechanism,
+                "'auto', 'grad' or 'update' under FSDP / ModelParallel",
+                "parameter and activation hooks are not reliable on sharded parameters.",
+            )
+        if adam_like and self.mechanism != "update":
+            rank_zero_warn(
+                f"mechanism='{self.mechanism}' scales gradients, but {adam_like} normalise the gradient's scale away, "
+                "so constant coefficients change almost nothing. Hint: use mechanism='auto' or 'update'."
+            )
+        return self.mechanism
+
+    def _group_parameters(self, trainer: pl.Trainer) -> list[Any]:
+        named = dict(trainer.lightning_module.named_parameters())
+        return [named[n] for g in self.groups.values() for n in g.parameter_names]
+
+    def _mechanism_detail(self) -> str:
+        if self.mechanism_in_use != "activation":
+            return ""
+        at_outputs = [m for m, g in self.groups.items() if g.output_scaling_is_exact]
+        hooked = [m for m in self.groups if m not in at_outputs]
+        detail = f" (gradient scaled at the outputs of {at_outputs}"
+        return detail + (f"; parameter hooks for {hooked})" if hooked else ")")

@@ -1,0 +1,349 @@
+"""PDMP: rank the modalities by unimodal probes, then let the performance-dominant one lead."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from pdmp_lightning.batch import BatchKey
+from pdmp_lightning.callbacks.base import ModalityModulationCallback
+from pdmp_lightning.errors import config_error
+from pdmp_lightning.modality import ModalitySpecInput
+from pdmp_lightning.modulation.coefficients import (
+    COEFFICIENT_FORMULAS,
+    CoefficientFormula,
+    check_gamma,
+    priority_coefficients,
+)
+from pdmp_lightning.modulation.mechanisms import Mechanism
+from pdmp_lightning.probing.report import REPORT_FILENAME, format_table, probe_report, write_json_atomically
+from pdmp_lightning.probing.runner import (
+    PROBE_METRICS,
+    ProbeMetric,
+    ProbeOutcome,
+    ProbeRunner,
+    ProbeSettings,
+    rank_by_score,
+)
+from pdmp_lightning.rng import preserved_rng_state
+
+
+class PDMPCallback(ModalityModulationCallback):
+    """Performance-Dominant Modality Prioritization (arXiv 2604.05773) for any LightningModule.
+
+    At the start of training, one unimodal probe per modality (a copy of that modality's encoder with
+    a fresh linear head) is trained on that modality alone and scored on validation data; the best
+    modality is the performance-dominant one. During the modulation window its encoder's learning
+    signal is multiplied by ``gamma_p`` and every other encoder's by ``gamma_r``. PDMP *boosts* the
+    dominant modality, where OGM-GE and similar balancing methods *suppress* the currently stronger
+    one. Parameters in no modality (the fusion head, ...) are never touched.
+
+    Args:
+        modalities: Modality name -> dotted submodule path(s) on the LightningModule
+            (``{"audio": "audio_encoder", "visual": "backbones.visual"}``), or ``"re:<regex>"``
+            patterns matched with ``re.search`` against ``named_parameters()`` names.
+        gamma_p: Gamma of the performance-dominant modality (the paper: around 10-15).
+        gamma_r: Gamma of every other modality (<= 1 restrains them).
+        ranking: Modalities best first, to skip the probes (e.g. ``["visual", "audio"]``).
+        inputs: Modality -> batch key (dict batches) or index (tuple batches) of its input;
+            default: the modality's name.
+        target: Batch key or index of the integer class labels.
+        start_epoch: First modulated epoch; the epochs before it are warm-up.
+        end_epoch: First epoch after the modulation window (exclusive); None: until the end.
+        coefficient_formula: ``"constant"`` (k = gamma), ``"offset"`` (k = 1 + gamma) or
+            ``"normalized"`` (k_m = M * gamma_m / sum of gammas).
+        mechanism: How the coefficients act: ``"auto"`` scales the update for Adam-family
+            optimizers (where a gradient scale cancels out), ``p.grad`` under FSDP, and the gradient at
+            each encoder's output otherwise; or force ``"activation"``, ``"parameter"``, ``"grad"``
+            or ``"update"``.
+        probe_metric: ``"accuracy"`` or ``"macro_f1"`` on the validation data.
+        probe_max_epochs: Hard cap on probe epochs.
+        probe_patience: A probe stops after this many epochs without improvement.
+        probe_min_delta: Smallest score increase that counts as improvement.
+        probe_data_fraction: Fraction of the train batches in each probe epoch (0, 1].
+        probe_val_fraction: Share of the train set held out for scoring when there is no
+            validation dataloader.
+        probe_lr: Adam learning rate of the probes.
+        num_classes: Number of classes; None takes ``pl_module.num_classes`` (or its hparams),
+            else scans the labels.
+        probe_seed: Seed of the held-out split.
+        log_every_n_steps: Interval of the coefficient and gradient-norm logs (None: the Trainer's).
+        report_filename: Name of the JSON probe report written into the log directory.
+
+    Example:
+        >>> from lightning.pytorch import Trainer
+        >>> callback = PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"}, ranking=["visual", "audio"])
+        >>> callback.dominant, callback.coefficients
+        ('visual', {'visual': 10.0, 'audio': 1.0})
+        >>> trainer = Trainer(callbacks=[callback], logger=False, enable_checkpointing=False)
+    """
+
+    def __init__(
+        self,
+        modalities: Mapping[str, ModalitySpecInput],
+        gamma_p: float = 10.0,
+        gamma_r: float = 1.0,
+        ranking: Sequence[str] | None = None,
+        inputs: Mapping[str, BatchKey] | None = None,
+        target: BatchKey = "label",
+        start_epoch: int = 5,
+        end_epoch: int | None = None,
+        coefficient_formula: CoefficientFormula = "constant",
+        mechanism: Mechanism = "auto",
+        probe_metric: ProbeMetric = "accuracy",
+        probe_max_epochs: int = 10,
+        probe_patience: int = 3,
+        probe_min_delta: float = 0.0,
+        probe_data_fraction: float = 1.0,
+        probe_val_fraction: float = 0.2,
+        probe_lr: float = 1e-3,
+        num_classes: int | None = None,
+        probe_seed: int = 0,
+        log_every_n_steps: int | None = None,
+        report_filename: str = REPORT_FILENAME,
+    ) -> None:
+        super().__init__(
+            modalities,
+            start_epoch=start_epoch,
+            end_epoch=end_epoch,
+            mechanism=mechanism,
+            log_every_n_steps=log_every_n_steps,
+            log_prefix="pdmp",
+        )
+        self.gamma_p = check_gamma("gamma_p", gamma_p)
+        self.gamma_r = check_gamma("gamma_r", gamma_r)
+        if coefficient_formula not in COEFFICIENT_FORMULAS:
+            raise config_error("coefficient_formula", coefficient_formula, f"one of {list(COEFFICIENT_FORMULAS)}")
+        self.coefficient_formula: CoefficientFormula = coefficient_formula
+        self.inputs = self._check_inputs(inputs)
+        if isinstance(target, bool) or not isinstance(target, str | int):
+            raise config_error("target", target, "a batch key (str) or a tuple index (int)")
+        self.target = target
+        self.probe_settings = _probe_settings(
+            probe_metric,
+            probe_max_epochs,
+            probe_patience,
+            probe_min_delta,
+            probe_data_fraction,
+            probe_val_fraction,
+            probe_lr,
+            num_classes,
+            probe_seed,
+        )
+        if not isinstance(report_filename, str) or not report_filename or Path(report_filename).name != report_filename:
+            raise config_error("report_filename", report_filename, "a plain file name (written into the log directory)")
+        self.report_filename = report_filename
+        self._given_ranking = self._check_ranking(ranking) if ranking is not None else None
+        self._ranking: list[str] | None = self._given_ranking
+        self._probe_scores: dict[str, float] | None = None
+        self._restored: dict[str, Any] | None = None
+        self.probe_outcome: ProbeOutcome | None = None
+        self.report_path: Path | None = None
+        if self._ranking is not None:
+            self._set_coefficients()
+
+    # --- public results -------------------------------------------------------------------------
+
+    @property
+    def ranking(self) -> list[str] | None:
+        """Modalities best first (None until probed or given)."""
+        return list(self._ranking) if self._ranking is not None else None
+
+    @property
+    def dominant(self) -> str | None:
+        """The performance-dominant modality (None until known)."""
+        return self._ranking[0] if self._ranking else None
+
+    @property
+    def probe_scores(self) -> dict[str, float] | None:
+        """Modality -> best probe validation score; None when the ranking was given."""
+        return dict(self._probe_scores) if self._probe_scores is not None else None
+
+    @property
+    def coefficients(self) -> dict[str, float]:
+        """Modality -> multiplier applied during the modulation window (empty until the ranking is known)."""
+        return dict(self.multipliers)
+
+    # --- Lightning hooks ------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        outcome = None
+        if self._given_ranking is not None:
+            self._ranking, self._probe_scores = self._given_ranking, None
+        elif self._restore(trainer):
+            rank_zero_info(f"PDMPCallback: ranking {self._ranking} restored from the checkpoint; probes skipped.")
+        elif self._ranking is not None:
+            rank_zero_info(f"PDMPCallback: keeping the ranking {self._ranking} found in an earlier fit; probes skipped.")
+        else:
+            outcome = self._probe(trainer, pl_module)
+        self._set_coefficients()
+        self._publish(trainer, outcome)
+        super().on_train_start(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "ranking": self.ranking,
+            "probe_scores": self.probe_scores,
+            "coefficients": self.coefficients,
+            "fingerprint": self.fingerprint,
+            "modalities": {m: s.as_strings() for m, s in self._specs.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Applied in on_train_start: the first hook where every strategy has restored it.
+        self._restored = dict(state_dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the modality set and its parameter selection; a checkpoint with another one is not reused."""
+        payload = json.dumps({m: s.as_strings() for m, s in sorted(self._specs.items())}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    def _probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeOutcome:
+        runner = ProbeRunner(self.probe_settings, self.inputs, self.target)
+        with preserved_rng_state():
+            outcome = runner.run(trainer, pl_module, self.groups)
+        # Scores are already identical across ranks; deciding once on rank 0 makes it certain.
+        self._ranking = trainer.strategy.broadcast(rank_by_score(outcome.scores), src=0)
+        self._probe_scores = outcome.scores
+        self.probe_outcome = outcome
+        return outcome
+
+    def _restore(self, trainer: pl.Trainer) -> bool:
+        state, self._restored = self._restored, None
+        if not state or not state.get("ranking"):
+            return False
+        if state.get("fingerprint") != self.fingerprint or sorted(state["ranking"]) != sorted(self._specs):
+            rank_zero_warn(
+                f"PDMPCallback: the checkpoint's modalities {state.get('modalities')} differ from this callback's "
+                f"{ {m: s.as_strings() for m, s in self._specs.items()} }; its ranking is ignored and the probes run again."
+            )
+            return False
+        self._ranking = list(state["ranking"])
+        self._probe_scores = state.get("probe_scores")
+        return True
+
+    def _set_coefficients(self) -> None:
+        assert self._ranking is not None
+        coefficients = priority_coefficients(self._ranking, self.gamma_p, self.gamma_r, self.coefficient_formula)
+        self.multipliers.clear()
+        self.multipliers.update(coefficients)
+
+    def _publish(self, trainer: pl.Trainer, outcome: ProbeOutcome | None) -> None:
+        assert self._ranking is not None
+        metric = self.probe_settings.metric
+        table = format_table(self._ranking, self.multipliers, self._probe_scores, metric, outcome)
+        window = f"epochs {self.start_epoch}..{'end' if self.end_epoch is None else self.end_epoch - 1}"
+        rank_zero_info(f"PDMPCallback: dominant modality '{self.dominant}', modulating {window}\n{table}")
+        log_dir = trainer.log_dir  # collective under DDP: every rank must ask
+        if outcome is not None:
+            self._log_curves(trainer, outcome)
+        if log_dir is None or not trainer.is_global_zero:
+            return
+        self.report_path = Path(log_dir) / self.report_filename
+        config = {
+            "gamma_p": self.gamma_p,
+            "gamma_r": self.gamma_r,
+            "coefficient_formula": self.coefficient_formula,
+            "start_epoch": self.start_epoch,
+            "end_epoch": self.end_epoch,
+            "mechanism": self.mechanism,
+            "modalities": {m: s.as_strings() for m, s in self._specs.items()},
+            "probe": vars(self.probe_settings),
+            "fingerprint": self.fingerprint,
+        }
+        report = probe_report(outcome, self._ranking, self.multipliers, metric, config)
+        if outcome is None and self._probe_scores is not None:
+            report.update(source="checkpoint", scores=self._probe_scores)
+        write_json_atomically(self.report_path, report)
+
+    def _log_curves(self, trainer: pl.Trainer, outcome: ProbeOutcome) -> None:
+        if not trainer.is_global_zero:
+            return
+        metric = self.probe_settings.metric
+        for logger in trainer.loggers:
+            for modality, curve in outcome.curves.items():
+                for epoch, score in enumerate(curve.scores):
+                    logger.log_metrics({f"pdmp/probe_{metric}/{modality}": score}, step=epoch)
+            logger.log_metrics({f"pdmp/probe_best_{metric}/{m}": s for m, s in outcome.scores.items()}, step=0)
+
+    # --- argument checks ------------------------------------------------------------------------
+
+    def _check_ranking(self, ranking: Sequence[str]) -> list[str]:
+        allowed = f"each of {self.modality_names} exactly once, best first"
+        if isinstance(ranking, str) or not isinstance(ranking, Sequence):
+            raise config_error("ranking", ranking, allowed)
+        unknown = [m for m in ranking if m not in self._specs]
+        if unknown:
+            raise config_error("ranking", list(ranking), allowed, f"unknown modality names {unknown}.")
+        if sorted(ranking) != sorted(self._specs):
+            raise config_error("ranking", list(ranking), allowed, "a name is repeated or missing.")
+        return list(ranking)
+
+    def _check_inputs(self, inputs: Mapping[str, BatchKey] | None) -> dict[str, BatchKey]:
+        if inputs is None:
+            return {m: m for m in self._specs}
+        if not isinstance(inputs, Mapping):
+            raise config_error("inputs", inputs, "a mapping of modality name -> batch key or index")
+        unknown = [m for m in inputs if m not in self._specs]
+        if unknown:
+            raise config_error("inputs", dict(inputs), f"keys among the modalities {self.modality_names}", f"unknown {unknown}.")
+        for modality, key in inputs.items():
+            if isinstance(key, bool) or not isinstance(key, str | int):
+                raise config_error(f"inputs[{modality!r}]", key, "a batch key (str) or a tuple index (int)")
+        return {m: inputs.get(m, m) for m in self._specs}
+
+
+def _probe_settings(
+    metric: str,
+    max_epochs: int,
+    patience: int,
+    min_delta: float,
+    data_fraction: float,
+    val_fraction: float,
+    lr: float,
+    num_classes: int | None,
+    seed: int,
+) -> ProbeSettings:
+    def positive_int(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise config_error(name, value, "an integer >= 1")
+
+    if metric not in PROBE_METRICS:
+        raise config_error("probe_metric", metric, f"one of {list(PROBE_METRICS)}")
+    positive_int("probe_max_epochs", max_epochs)
+    positive_int("probe_patience", patience)
+    for name, value, low_open, high in (
+        ("probe_data_fraction", data_fraction, 0.0, 1.0),
+        ("probe_val_fraction", val_fraction, 0.0, 0.9),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low_open < value <= high:
+            raise config_error(name, value, f"a number in ({low_open:g}, {high:g}]")
+    if isinstance(min_delta, bool) or not isinstance(min_delta, int | float) or not math.isfinite(min_delta) or min_delta < 0:
+        raise config_error("probe_min_delta", min_delta, "a finite number >= 0")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise config_error("probe_lr", lr, "a finite number > 0")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
+        raise config_error("num_classes", num_classes, "None or an integer >= 2")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise config_error("probe_seed", seed, "an integer")
+    return ProbeSettings(
+        max_epochs=max_epochs,
+        patience=patience,
+        min_delta=float(min_delta),
+        data_fraction=float(data_fraction),
+        val_fraction=float(val_fraction),
+        lr=float(lr),
+        metric=metric,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        seed=seed,
+    )

@@ -1,0 +1,335 @@
+"""Training the unimodal probes side by side and ranking the modalities by their validation scores.
+
+All probes share one pass over the train batches per probe epoch. Each probe stops on its own
+validation curve: when its best score has not improved by more than ``min_delta`` for
+``patience`` epochs, or at ``max_epochs``. A modality that plateaus early therefore stops early
+and cannot beat a slower one that keeps climbing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Subset
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from tqdm import tqdm
+
+from pdmp_lightning.batch import BatchKey, select_from_batch
+from pdmp_lightning.errors import PDMPConfigurationError, config_error
+from pdmp_lightning.modality import ModalityGroup
+from pdmp_lightning.probing.probe import UnimodalProbe, build_probe, copy_encoder
+
+ProbeMetric = Literal["accuracy", "macro_f1"]
+PROBE_METRICS: tuple[str, ...] = get_args(ProbeMetric)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The probes' budget and scoring.
+
+    Attributes:
+        max_epochs: Hard cap on probe epochs (passes over the probe data).
+        patience: Epochs without improvement after which a probe stops.
+        min_delta: Smallest score increase that counts as improvement.
+        data_fraction: Fraction of the train batches used in each probe epoch.
+        val_fraction: Share of the train set held out for scoring when there is no validation loader.
+        lr: Adam learning rate of the probes.
+        metric: ``"accuracy"`` or ``"macro_f1"``.
+        num_classes: Number of classes, or None to take it from the module or the labels.
+        seed: Seed of the held-out split.
+    """
+
+    max_epochs: int = 10
+    patience: int = 3
+    min_delta: float = 0.0
+    data_fraction: float = 1.0
+    val_fraction: float = 0.2
+    lr: float = 1e-3
+    metric: ProbeMetric = "accuracy"
+    num_classes: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class ProbeCurve:
+    """One probe's validation curve and where it stopped."""
+
+    modality: str
+    scores: list[float] = field(default_factory=list)
+    train_losses: list[float] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def best_score(self) -> float:
+        """Best validation score reached."""
+        return max(self.scores) if self.scores else float("nan")
+
+    @property
+    def best_epoch(self) -> int:
+        """Probe epoch (from 0) of the best score."""
+        return self.scores.index(self.best_score) if self.scores else -1
+
+
+@dataclass
+class ProbeOutcome:
+    """What a probing run produced."""
+
+    curves: dict[str, ProbeCurve]
+    num_classes: int
+    seconds: float
+    train_batches_per_epoch: int
+    val_source: str
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Modality -> best validation score."""
+        return {m: c.best_score for m, c in self.curves.items()}
+
+
+def rank_by_score(scores: Mapping[str, float]) -> list[str]:
+    """Modalities best first; ties broken by name, so the ranking is deterministic.
+
+    Example:
+        >>> rank_by_score({"b": 0.7, "a": 0.7, "c": 0.9})
+        ['c', 'a', 'b']
+    """
+    return sorted(scores, key=lambda m: (-scores[m], m))
+
+
+class ProbeRunner:
+    """Trains one probe per modality on the trainer's data and scores them.
+
+    Args:
+        settings: Budget and scoring.
+        inputs: Modality -> batch key or index of its input.
+        target: Batch key or index of the labels.
+    """
+
+    def __init__(self, settings: ProbeSettings, inputs: Mapping[str, BatchKey], target: BatchKey) -> None:
+        self.settings = settings
+        self.inputs = dict(inputs)
+        self.target = target
+
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, groups: Mapping[str, ModalityGroup]) -> ProbeOutcome:
+        """Trains and scores the probes; leaves ``pl_module`` untouched.
+
+        Raises:
+            PDMPConfigurationError: Missing batch keys, labels out of range, empty loaders, an
+                encoder that cannot be probed.
+            RuntimeError: A probe's loss became NaN or infinite.
+        """
+        start = time.perf_counter()
+        train_loader, val_loader, val_source = self._loaders(trainer)
+        num_batches = self._train_batches(train_loader)
+        first = self._to_device(next(iter(train_loader)), pl_module)
+        num_classes = self._num_classes(trainer, pl_module, train_loader)
+        probes = {m: build_probe(copy_encoder(pl_module, m, g), self._input(first, m), num_classes) for m, g in groups.items()}
+        optimizers = {m: torch.optim.Adam(p.parameters(), lr=self.settings.lr) for m, p in probes.items()}
+        metrics = {m: self._metric(num_classes).to(pl_module.device) for m in probes}
+        curves = {m: ProbeCurve(m) for m in probes}
+        active = set(probes)
+        disable_bar = not trainer.is_global_zero or trainer.progress_bar_callback is None
+        with tqdm(total=self.settings.max_epochs, desc="PDMP probes", unit="epoch", disable=disable_bar, leave=False) as bar:
+            for epoch in range(self.settings.max_epochs):
+                losses = self._train_epoch(probes, optimizers, active, train_loader, num_batches, pl_module, num_classes)
+                self._raise_if_diverged(trainer, pl_module, losses)
+                scores = self._evaluate(probes, metrics, active, val_loader, pl_module, num_classes)
+                for modality in sorted(active):
+                    curve = curves[modality]
+                    curve.train_losses.append(losses[modality])
+                    curve.scores.append(scores[modality])
+                    curve.stopped = self._stop_reason(curve, epoch)
+                active = {m for m in active if not curves[m].stopped}
+                bar.update(1)
+                bar.set_postfix({m: f"{curves[m].scores[-1]:.3f}" for m in sorted(curves)})
+                if not active:
+                    break
+        for curve in curves.values():
+            curve.stopped = curve.stopped or "max_epochs"
+        seconds = time.perf_counter() - start
+        return ProbeOutcome(curves, num_classes, seconds, num_batches, val_source)
+
+    # --- data -----------------------------------------------------------------------------------
+
+    def _loaders(self, trainer: pl.Trainer) -> tuple[DataLoader, Iterable[Any], str]:
+        train = trainer.train_dataloader
+        if not isinstance(train, DataLoader):
+            raise config_error(
+                "train_dataloader",
+                type(train).__name__,
+                "a single torch DataLoader for probing",
+                "pass `ranking` to skip the probes when training on several combined loaders.",
+            )
+        val = trainer.val_dataloaders
+        if isinstance(val, list | tuple):
+            val = val[0] if val else None
+        if isinstance(val, DataLoader) and trainer.limit_val_batches != 0:
+            return train, val, "val_dataloader"
+        return (*self._held_out(train, trainer), f"held-out {self.settings.val_fraction:.0%} of train")
+
+    def _held_out(self, train: DataLoader, trainer: pl.Trainer) -> tuple[DataLoader, DataLoader]:
+        dataset = train.dataset
+        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+            raise config_error(
+                "val_dataloader",
+                None,
+                "a validation dataloader when the train dataset is iterable",
+                "add a val_dataloader to your module or datamodule, or pass `ranking`.",
+            )
+        size = len(dataset)
+        num_val = max(1, round(size * self.settings.val_fraction))
+        if size - num_val < 1:
+            raise config_error("train_dataloader", f"{size} samples", "at least 2 samples to hold some out for the probes")
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(self.settings.seed)).tolist()
+        loaders = []
+        for indices, shuffle in ((order[num_val:], True), (order[:num_val], False)):
+            sampler = DistributedSampler(
+                Subset(dataset, indices),
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                shuffle=shuffle,
+                seed=self.settings.seed,
+            )
+            loaders.append(
+                DataLoader(
+                    Subset(dataset, indices),
+                    batch_size=train.batch_size or 1,
+                    sampler=sampler,
+                    collate_fn=train.collate_fn,
+                    num_workers=train.num_workers,
+                )
+            )
+        return loaders[0], loaders[1]
+
+    def _train_batches(self, loader: DataLoader) -> int:
+        try:
+            total = len(loader)
+        except TypeError:
+            total = 0
+        if total == 0:
+            raise config_error("train_dataloader", "an empty or unsized loader", "a loader with at least one batch and a length")
+        return max(1, math.ceil(self.settings.data_fraction * total))
+
+    def _to_device(self, batch: Any, pl_module: pl.LightningModule) -> Any:
+        batch = pl_module.on_before_batch_transfer(batch, 0)
+        batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+        return pl_module.on_after_batch_transfer(batch, 0)
+
+    def _batches(self, loader: Iterable[Any], pl_module: pl.LightningModule, limit: int | None = None) -> Iterator[Any]:
+        for index, batch in enumerate(loader):
+            if limit is not None and index >= limit:
+                return
+            yield self._to_device(batch, pl_module)
+
+    def _input(self, batch: Any, modality: str) -> Tensor:
+        return select_from_batch(batch, self.inputs[modality], f"inputs[{modality!r}]")
+
+    def _labels(self, batch: Any, num_classes: int) -> Tensor:
+        labels = select_from_batch(batch, self.target, "target")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise config_error("target", self.target, "a batch key holding integer class labels", f"its dtype is {labels.dtype}.")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise config_error(
+                "target",
+                f"labels in [{int(labels.min())}, {int(labels.max())}]",
+                f"labels in [0, {num_classes - 1}] (num_classes={num_classes})",
+                "set `num_classes` on the callback or check the labels.",
+            )
+        return labels.reshape(-1).long()
+
+    def _num_classes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: DataLoader) -> int:
+        candidates = [self.settings.num_classes, getattr(pl_module, "num_classes", None)]
+        candidates.append(getattr(pl_module, "hparams", {}).get("num_classes"))
+        for value in candidates:
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
+                return value
+        largest = max(int(select_from_batch(batch, self.target, "target").max()) for batch in loader)
+        largest_t = trainer.strategy.reduce(torch.tensor(float(largest), device=pl_module.device), reduce_op="max")
+        return max(2, int(largest_t.item()) + 1)
+
+    # --- training and scoring -------------------------------------------------------------------
+
+    def _train_epoch(
+        self,
+        probes: Mapping[str, UnimodalProbe],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        active: set[str],
+        loader: DataLoader,
+        num_batches: int,
+        pl_module: pl.LightningModule,
+        num_classes: int,
+    ) -> dict[str, float]:
+        totals = {m: 0.0 for m in active}
+        for m in active:
+            probes[m].train()
+        seen = 0
+        for batch in self._batches(loader, pl_module, num_batches):
+            labels = self._labels(batch, num_classes)
+            for modality in sorted(active):
+                loss = F.cross_entropy(probes[modality](self._input(batch, modality)), labels)
+                optimizers[modality].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[modality].step()
+                totals[modality] += float(loss.detach())
+            seen += 1
+        return {m: total / max(seen, 1) for m, total in totals.items()}
+
+    def _raise_if_diverged(self, trainer: pl.Trainer, pl_module: pl.LightningModule, losses: Mapping[str, float]) -> None:
+        names = sorted(losses)
+        flags = torch.tensor([float(not math.isfinite(losses[m])) for m in names], device=pl_module.device)
+        flags = trainer.strategy.reduce(flags, reduce_op="sum")
+        diverged = [m for m, flag in zip(names, flags.tolist(), strict=True) if flag > 0]
+        if diverged:
+            raise RuntimeError(
+                f"The unimodal probe of modality {diverged} diverged (non-finite loss). Hint: lower `probe_lr`, "
+                "check that modality's inputs for NaN/inf, or pass `ranking` to skip the probes."
+            )
+
+    def _metric(self, num_classes: int) -> Metric:
+        if self.settings.metric == "macro_f1":
+            return MulticlassF1Score(num_classes=num_classes, average="macro")
+        return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    @torch.no_grad()
+    def _evaluate(
+        self,
+        probes: Mapping[str, UnimodalProbe],
+        metrics: Mapping[str, Metric],
+        active: set[str],
+        loader: Iterable[Any],
+        pl_module: pl.LightningModule,
+        num_classes: int,
+    ) -> dict[str, float]:
+        for m in active:
+            probes[m].eval()
+            metrics[m].reset()
+        seen = 0
+        for batch in self._batches(loader, pl_module):
+            labels = self._labels(batch, num_classes)
+            for modality in active:
+                metrics[modality].update(probes[modality](self._input(batch, modality)).argmax(dim=1), labels)
+            seen += 1
+        if seen == 0:
+            raise PDMPConfigurationError("`val_dataloader`: got an empty loader; expected at least one batch to score the probes.")
+        # compute() synchronises the metric states across processes, so every rank sees the same score.
+        return {m: float(metrics[m].compute()) for m in sorted(active)}
+
+    def _stop_reason(self, curve: ProbeCurve, epoch: int) -> str:
+        if epoch + 1 >= self.settings.max_epochs:
+            return "max_epochs"
+        reference, since_improvement = -math.inf, 0
+        for score in curve.scores:
+            if score > reference + self.settings.min_delta:
+                reference, since_improvement = score, 0
+            else:
+                since_improvement += 1
+        return "patience" if since_improvement >= self.settings.patience else ""

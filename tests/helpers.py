@@ -1,0 +1,138 @@
+"""Small models and data shared by the tests (importable by ddp_spawn workers)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+AUDIO_DIM, VISUAL_DIM, HIDDEN, NUM_CLASSES = 6, 8, 16, 3
+
+
+class DictDataset(Dataset[dict[str, Tensor]]):
+    """Samples ``{"audio": ..., "visual": ..., "label": ...}`` from stored tensors."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["label"])
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {key: value[index] for key, value in self.tensors.items()}
+
+
+def random_data(n: int = 48, seed: int = 0) -> DictDataset:
+    generator = torch.Generator().manual_seed(seed)
+    return DictDataset(
+        {
+            "audio": torch.randn(n, AUDIO_DIM, generator=generator),
+            "visual": torch.randn(n, VISUAL_DIM, generator=generator),
+            "label": torch.randint(0, NUM_CLASSES, (n,), generator=generator),
+        }
+    )
+
+
+class TwoModalityModel(pl.LightningModule):
+    """Late fusion of two MLP encoders; SGD without momentum unless told otherwise."""
+
+    def __init__(
+        self,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        manual: bool = False,
+        batch_size: int = 8,
+        data: DictDataset | None = None,
+        fail_at_step: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.audio_encoder = nn.Sequential(nn.Linear(AUDIO_DIM, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN))
+        self.visual_encoder = nn.Sequential(nn.Linear(VISUAL_DIM, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN))
+        self.head = nn.Linear(2 * HIDDEN, NUM_CLASSES)
+        self.num_classes = NUM_CLASSES
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.automatic_optimization = not manual
+        self.batch_size = batch_size
+        self.data = data if data is not None else random_data()
+        self.fail_at_step = fail_at_step
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        features = torch.cat([self.audio_encoder(batch["audio"]), self.visual_encoder(batch["visual"])], dim=1)
+        return self.head(features)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if self.fail_at_step is not None and self.global_step == self.fail_at_step:
+            raise RuntimeError("planned failure")
+        loss = F.cross_entropy(self(batch), batch["label"])
+        if self.automatic_optimization:
+            return loss
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return None
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.0)
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=self.batch_size, shuffle=False)
+
+
+class WithValidation(TwoModalityModel):
+    """The same model with a validation set (used by the probes when present)."""
+
+    def __init__(self, val_data: DictDataset | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.val_data = val_data if val_data is not None else random_data(seed=1)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.log("val_loss", F.cross_entropy(self(batch), batch["label"]))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_data, batch_size=self.batch_size, shuffle=False)
+
+
+def trainer(**overrides: Any) -> pl.Trainer:
+    options: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        max_steps=1,
+        # Parameter deltas are measured as differences of parameters: float64 keeps them exact enough
+        # for relative tolerances of 1e-5.
+        precision="64-true",
+    )
+    options.update(overrides)
+    return pl.Trainer(**options)
+
+
+def parameters(module: nn.Module) -> dict[str, Tensor]:
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def moves(module: nn.Module, **kwargs: Any) -> dict[str, Tensor]:
+    """Fits a copy of ``module`` and returns how far each parameter moved."""
+    module = copy.deepcopy(module)
+    before = parameters(module)
+    callbacks = kwargs.pop("callbacks", [])
+    trainer(callbacks=callbacks, **kwargs).fit(module)
+    return {name: p.detach() - before[name] for name, p in module.named_parameters()}
+
+
+def group_of(name: str) -> str:
+    return name.split("_encoder")[0] if "_encoder" in name else "other"
