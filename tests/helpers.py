@@ -49,18 +49,21 @@ class TwoModalityModel(pl.LightningModule):
         batch_size: int = 8,
         data: DictDataset | None = None,
         fail_at_step: int | None = None,
+        num_classes: int = NUM_CLASSES,
+        shuffle: bool = False,
     ) -> None:
         super().__init__()
         self.audio_encoder = nn.Sequential(nn.Linear(AUDIO_DIM, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN))
         self.visual_encoder = nn.Sequential(nn.Linear(VISUAL_DIM, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN))
-        self.head = nn.Linear(2 * HIDDEN, NUM_CLASSES)
-        self.num_classes = NUM_CLASSES
+        self.head = nn.Linear(2 * HIDDEN, num_classes)
+        self.num_classes = num_classes
         self.optimizer_name = optimizer
         self.lr = lr
         self.automatic_optimization = not manual
         self.batch_size = batch_size
         self.data = data if data is not None else random_data()
         self.fail_at_step = fail_at_step
+        self.shuffle = shuffle
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         features = torch.cat([self.audio_encoder(batch["audio"]), self.visual_encoder(batch["visual"])], dim=1)
@@ -86,7 +89,7 @@ class TwoModalityModel(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.data, batch_size=self.batch_size, shuffle=False)
+        return DataLoader(self.data, batch_size=self.batch_size, shuffle=self.shuffle)
 
 
 class WithValidation(TwoModalityModel):
@@ -136,3 +139,28 @@ def moves(module: nn.Module, **kwargs: Any) -> dict[str, Tensor]:
 
 def group_of(name: str) -> str:
     return name.split("_encoder")[0] if "_encoder" in name else "other"
+
+
+def plateau_task(n: int = 1200, seed: int = 0) -> DictDataset:
+    """Two modalities where the fast learner is the weak one.
+
+    ``audio`` reveals the class linearly for 45% of the samples and is pure noise for the rest: a
+    probe learns it in an epoch and plateaus near 0.6. ``visual`` encodes the class as two XORs of
+    coordinate signs: the encoder has to learn a non-linear feature first, so it starts near chance
+    and climbs past 0.9.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=generator)
+    informative = torch.rand(n, generator=generator) < 0.45
+    audio = torch.randn(n, AUDIO_DIM, generator=generator) * 0.5
+    audio[informative, labels[informative]] += 3.0
+    bits = torch.stack([labels // 2, labels % 2], dim=1).float() * 2 - 1  # [-1, 1] per XOR
+    first = torch.rand(n, 2, generator=generator) * 2 + 0.2
+    first = first * torch.where(torch.rand(n, 2, generator=generator) < 0.5, -1.0, 1.0)
+    visual = torch.randn(n, VISUAL_DIM, generator=generator) * 0.3
+    visual[:, 0], visual[:, 1] = first[:, 0], first[:, 0].sign() * bits[:, 0] * first[:, 1].abs()
+    visual[:, 2], visual[:, 3] = (
+        first[:, 1],
+        first[:, 1].sign() * bits[:, 1] * (torch.rand(n, generator=generator) * 2 + 0.2),
+    )
+    return DictDataset({"audio": audio, "visual": visual, "label": labels})

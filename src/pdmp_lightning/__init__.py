@@ -4,6 +4,12 @@ from pdmp_lightning.callbacks import ModalityModulationCallback, PDMPCallback
 from pdmp_lightning.errors import PDMPConfigurationError
 from pdmp_lightning.modulation.coefficients import priority_coefficients
 
-__all__ = ["ModalityModulationCallback", "PDMPCallback", "PDMPConfigurationError", "priority_coefficients", "__version__"]
+__all__ = [
+    "ModalityModulationCallback",
+    "PDMPCallback",
+    "PDMPConfigurationError",
+    "__version__",
+    "priority_coefficients",
+]
 
 __version__ = "0.1.0"

@@ -39,7 +39,9 @@ def select_from_batch(batch: Any, key: BatchKey, argument: str) -> Tensor:
     else:
         raise config_error(argument, key, "a dict, tuple or list batch", f"the batch is a {type(batch).__name__}.")
     if not isinstance(value, Tensor):
-        raise config_error(argument, key, "a key whose batch value is a tensor", f"batch[{key!r}] is a {type(value).__name__}.")
+        raise config_error(
+            argument, key, "a key whose batch value is a tensor", f"batch[{key!r}] is a {type(value).__name__}."
+        )
     return value
 
 

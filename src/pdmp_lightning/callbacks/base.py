@@ -63,11 +63,15 @@ class ModalityModulationCallback(Callback):
         super().__init__()
         self._specs = parse_modality_specs(modalities)
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise config_error("start_epoch", start_epoch, "an integer >= 0", "epochs before it are warm-up without modulation.")
+            raise config_error(
+                "start_epoch", start_epoch, "an integer >= 0", "epochs before it are warm-up without modulation."
+            )
         if end_epoch is not None and (
             isinstance(end_epoch, bool) or not isinstance(end_epoch, int) or end_epoch <= start_epoch
         ):
-            raise config_error("end_epoch", end_epoch, f"None or an integer > start_epoch ({start_epoch})", "end_epoch is exclusive.")
+            raise config_error(
+                "end_epoch", end_epoch, f"None or an integer > start_epoch ({start_epoch})", "end_epoch is exclusive."
+            )
         if mechanism not in MECHANISMS:
             raise config_error("mechanism", mechanism, f"one of {list(MECHANISMS)}")
         if log_every_n_steps is not None and (
@@ -118,7 +122,9 @@ class ModalityModulationCallback(Callback):
         sizes = ", ".join(f"{m}: {len(g.parameter_names)} tensors" for m, g in self.groups.items())
         rank_zero_info(f"{type(self).__name__}: modality groups {sizes}.")
         if untouched:
-            rank_zero_info(f"{type(self).__name__}: {len(untouched)} trainable tensors in no modality, never touched: {untouched}")
+            rank_zero_info(
+                f"{type(self).__name__}: {len(untouched)} trainable tensors in no modality, never touched: {untouched}"
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         mechanism = self._resolve_mechanism(trainer)
@@ -138,10 +144,14 @@ class ModalityModulationCallback(Callback):
         if self._modulator is not None:
             self._modulator.before_backward()
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
         if self._modulator is not None:
             self._modulator.before_optimizer_step(optimizer)
-        interval = trainer.log_every_n_steps if self.log_every_n_steps is None else self.log_every_n_steps
+        interval = (
+            getattr(trainer, "log_every_n_steps", 50) if self.log_every_n_steps is None else self.log_every_n_steps
+        )
         if interval and trainer.global_step % interval == 0 and self._modulator is not None:
             pl_module.log_dict(self._step_metrics(), on_step=True, on_epoch=False)
 
@@ -173,7 +183,9 @@ class ModalityModulationCallback(Callback):
 
     def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
         group_ids = {id(p) for p in self._group_parameters(trainer)}
-        holding = [o for o in trainer.optimizers if any(id(p) in group_ids for g in o.param_groups for p in g["params"])]
+        holding = [
+            o for o in trainer.optimizers if any(id(p) in group_ids for g in o.param_groups for p in g["params"])
+        ]
         adam_like = [type(o).__name__ for o in holding if is_scale_invariant(o)]
         sharded = isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy)
         if self.mechanism == "auto":

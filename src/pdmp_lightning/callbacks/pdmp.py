@@ -65,6 +65,7 @@ class PDMPCallback(ModalityModulationCallback):
             or ``"update"``.
         probe_metric: ``"accuracy"`` or ``"macro_f1"`` on the validation data.
         probe_max_epochs: Hard cap on probe epochs.
+        probe_min_epochs: Epochs every probe trains before its stopping rule applies.
         probe_patience: A probe stops after this many epochs without improvement.
         probe_min_delta: Smallest score increase that counts as improvement.
         probe_data_fraction: Fraction of the train batches in each probe epoch (0, 1].
@@ -98,12 +99,13 @@ class PDMPCallback(ModalityModulationCallback):
         coefficient_formula: CoefficientFormula = "constant",
         mechanism: Mechanism = "auto",
         probe_metric: ProbeMetric = "accuracy",
-        probe_max_epochs: int = 10,
+        probe_max_epochs: int = 20,
+        probe_min_epochs: int = 3,
         probe_patience: int = 3,
         probe_min_delta: float = 0.0,
         probe_data_fraction: float = 1.0,
         probe_val_fraction: float = 0.2,
-        probe_lr: float = 1e-3,
+        probe_lr: float = 3e-3,
         num_classes: int | None = None,
         probe_seed: int = 0,
         log_every_n_steps: int | None = None,
@@ -129,6 +131,7 @@ class PDMPCallback(ModalityModulationCallback):
         self.probe_settings = _probe_settings(
             probe_metric,
             probe_max_epochs,
+            probe_min_epochs,
             probe_patience,
             probe_min_delta,
             probe_data_fraction,
@@ -180,7 +183,9 @@ class PDMPCallback(ModalityModulationCallback):
         elif self._restore(trainer):
             rank_zero_info(f"PDMPCallback: ranking {self._ranking} restored from the checkpoint; probes skipped.")
         elif self._ranking is not None:
-            rank_zero_info(f"PDMPCallback: keeping the ranking {self._ranking} found in an earlier fit; probes skipped.")
+            rank_zero_info(
+                f"PDMPCallback: keeping the ranking {self._ranking} found in an earlier fit; probes skipped."
+            )
         else:
             outcome = self._probe(trainer, pl_module)
         self._set_coefficients()
@@ -223,9 +228,10 @@ class PDMPCallback(ModalityModulationCallback):
         if not state or not state.get("ranking"):
             return False
         if state.get("fingerprint") != self.fingerprint or sorted(state["ranking"]) != sorted(self._specs):
+            mine = {m: s.as_strings() for m, s in self._specs.items()}
             rank_zero_warn(
                 f"PDMPCallback: the checkpoint's modalities {state.get('modalities')} differ from this callback's "
-                f"{ {m: s.as_strings() for m, s in self._specs.items()} }; its ranking is ignored and the probes run again."
+                f"{mine}; its ranking is ignored and the probes run again."
             )
             return False
         self._ranking = list(state["ranking"])
@@ -296,7 +302,9 @@ class PDMPCallback(ModalityModulationCallback):
             raise config_error("inputs", inputs, "a mapping of modality name -> batch key or index")
         unknown = [m for m in inputs if m not in self._specs]
         if unknown:
-            raise config_error("inputs", dict(inputs), f"keys among the modalities {self.modality_names}", f"unknown {unknown}.")
+            raise config_error(
+                "inputs", dict(inputs), f"keys among the modalities {self.modality_names}", f"unknown {unknown}."
+            )
         for modality, key in inputs.items():
             if isinstance(key, bool) or not isinstance(key, str | int):
                 raise config_error(f"inputs[{modality!r}]", key, "a batch key (str) or a tuple index (int)")
@@ -306,6 +314,7 @@ class PDMPCallback(ModalityModulationCallback):
 def _probe_settings(
     metric: str,
     max_epochs: int,
+    min_epochs: int,
     patience: int,
     min_delta: float,
     data_fraction: float,
@@ -322,22 +331,33 @@ def _probe_settings(
         raise config_error("probe_metric", metric, f"one of {list(PROBE_METRICS)}")
     positive_int("probe_max_epochs", max_epochs)
     positive_int("probe_patience", patience)
+    positive_int("probe_min_epochs", min_epochs)
+    if min_epochs > max_epochs:
+        raise config_error("probe_min_epochs", min_epochs, f"at most probe_max_epochs ({max_epochs})")
     for name, value, low_open, high in (
         ("probe_data_fraction", data_fraction, 0.0, 1.0),
         ("probe_val_fraction", val_fraction, 0.0, 0.9),
     ):
         if isinstance(value, bool) or not isinstance(value, int | float) or not low_open < value <= high:
             raise config_error(name, value, f"a number in ({low_open:g}, {high:g}]")
-    if isinstance(min_delta, bool) or not isinstance(min_delta, int | float) or not math.isfinite(min_delta) or min_delta < 0:
+    if (
+        isinstance(min_delta, bool)
+        or not isinstance(min_delta, int | float)
+        or not math.isfinite(min_delta)
+        or min_delta < 0
+    ):
         raise config_error("probe_min_delta", min_delta, "a finite number >= 0")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise config_error("probe_lr", lr, "a finite number > 0")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
         raise config_error("num_classes", num_classes, "None or an integer >= 2")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise config_error("probe_seed", seed, "an integer")
     return ProbeSettings(
         max_epochs=max_epochs,
+        min_epochs=min_epochs,
         patience=patience,
         min_delta=float(min_delta),
         data_fraction=float(data_fraction),

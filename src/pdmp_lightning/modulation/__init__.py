@@ -3,4 +3,11 @@
 from pdmp_lightning.modulation.coefficients import CoefficientFormula, priority_coefficients
 from pdmp_lightning.modulation.mechanisms import Mechanism, Modulator, build_modulator, is_scale_invariant
 
-__all__ = ["CoefficientFormula", "Mechanism", "Modulator", "build_modulator", "is_scale_invariant", "priority_coefficients"]
+__all__ = [
+    "CoefficientFormula",
+    "Mechanism",
+    "Modulator",
+    "build_modulator",
+    "is_scale_invariant",
+    "priority_coefficients",
+]

@@ -18,13 +18,12 @@ whose coefficients change every step share the same mechanisms.
 
 from __future__ import annotations
 
-from abc import ABC
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import torch
-from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
@@ -47,7 +46,17 @@ SCALE_INVARIANT_OPTIMIZERS: tuple[type[Optimizer], ...] = (
     torch.optim.SparseAdam,
 )
 #: Name fragments of third-party optimizers of the same kind (FusedAdam, Adam8bit, Lion, Adafactor...).
-SCALE_INVARIANT_NAME_HINTS = ("adam", "lion", "adafactor", "rmsprop", "adagrad", "adadelta", "lamb", "sophia", "prodigy")
+SCALE_INVARIANT_NAME_HINTS = (
+    "adam",
+    "lion",
+    "adafactor",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "lamb",
+    "sophia",
+    "prodigy",
+)
 
 
 def is_scale_invariant(optimizer: Optimizer) -> bool:
@@ -58,8 +67,8 @@ def is_scale_invariant(optimizer: Optimizer) -> bool:
     return any(hint in name for hint in SCALE_INVARIANT_NAME_HINTS)
 
 
-class Modulator(ABC):  # noqa: B024 - the base is usable as a no-op; subclasses override what they need
-    """Applies live per-modality multipliers to the parameters of modality groups.
+class Modulator:
+    """Applies live per-modality multipliers to the parameters of modality groups (the base does nothing).
 
     Args:
         groups: Modality name -> resolved group.
@@ -276,7 +285,7 @@ class UpdateModulator(Modulator):
 
     def _snapshot(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        snapshot = []
+        snapshot: list[tuple[nn.Parameter, Tensor, str]] = []
         for modality, parameters in self.group_parameters.items():
             if self._coefficient(modality) == 1.0:
                 continue

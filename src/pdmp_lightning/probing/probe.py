@@ -28,11 +28,12 @@ class UnimodalProbe(nn.Module):
     def __init__(self, encoder: nn.Module, num_features: int, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(num_features, num_classes)
+        self.head = nn.Linear(num_features, num_classes, dtype=torch.float32)
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Logits of shape ``[batch, num_classes]``."""
-        return self.head(encoder_features(self.encoder, inputs))
+        logits: Tensor = self.head(encoder_features(self.encoder, inputs))
+        return logits
 
 
 def encoder_features(encoder: nn.Module, inputs: Tensor) -> Tensor:
@@ -41,8 +42,12 @@ def encoder_features(encoder: nn.Module, inputs: Tensor) -> Tensor:
     if isinstance(output, tuple | list):
         output = output[0]
     if not isinstance(output, Tensor):
-        raise TypeError(f"the probe encoder returned a {type(output).__name__}; it must return a tensor (or a tuple whose first element is one)")
-    return output.flatten(1).float()
+        raise TypeError(
+            f"the probe encoder returned a {type(output).__name__}; "
+            "it must return a tensor (or a tuple whose first element is one)"
+        )
+    features: Tensor = output.flatten(1).float()
+    return features
 
 
 def copy_encoder(pl_module: nn.Module, modality: str, group: ModalityGroup) -> nn.Module:
@@ -59,7 +64,9 @@ def copy_encoder(pl_module: nn.Module, modality: str, group: ModalityGroup) -> n
     if callable(custom):
         encoder = custom(modality)
         if not isinstance(encoder, nn.Module):
-            raise config_error(f"{type(pl_module).__name__}.{PROBE_ENCODER_HOOK}({modality!r})", encoder, "an nn.Module")
+            raise config_error(
+                f"{type(pl_module).__name__}.{PROBE_ENCODER_HOOK}({modality!r})", encoder, "an nn.Module"
+            )
         return copy.deepcopy(encoder)
     if not group.modules:
         raise config_error(

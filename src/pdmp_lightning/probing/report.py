@@ -53,7 +53,9 @@ def probe_report(
 def write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
     """Writes ``payload`` to ``path`` through a temporary file and a rename: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as handle:
         json.dump(payload, handle, indent=2, sort_keys=False)
         handle.write("\n")
         temporary = Path(handle.name)

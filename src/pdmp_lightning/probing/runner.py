@@ -3,7 +3,9 @@
 All probes share one pass over the train batches per probe epoch. Each probe stops on its own
 validation curve: when its best score has not improved by more than ``min_delta`` for
 ``patience`` epochs, or at ``max_epochs``. A modality that plateaus early therefore stops early
-and cannot beat a slower one that keeps climbing.
+and cannot beat a slower one that keeps climbing. Patience only starts to count after
+``min_epochs`` and once the probe has risen clearly above chance (10% of the way from 1/C to 1):
+an encoder that needs a few epochs before it learns anything is not mistaken for a plateau.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal, get_args
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins import Precision
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Subset
 from torchmetrics import Metric
@@ -38,6 +41,7 @@ class ProbeSettings:
 
     Attributes:
         max_epochs: Hard cap on probe epochs (passes over the probe data).
+        min_epochs: Epochs every probe trains before it may stop (slow starters get a chance).
         patience: Epochs without improvement after which a probe stops.
         min_delta: Smallest score increase that counts as improvement.
         data_fraction: Fraction of the train batches used in each probe epoch.
@@ -48,12 +52,13 @@ class ProbeSettings:
         seed: Seed of the held-out split.
     """
 
-    max_epochs: int = 10
+    max_epochs: int = 20
+    min_epochs: int = 3
     patience: int = 3
     min_delta: float = 0.0
     data_fraction: float = 1.0
     val_fraction: float = 0.2
-    lr: float = 1e-3
+    lr: float = 3e-3
     metric: ProbeMetric = "accuracy"
     num_classes: int | None = None
     seed: int = 0
@@ -118,8 +123,11 @@ class ProbeRunner:
         self.settings = settings
         self.inputs = dict(inputs)
         self.target = target
+        self._precision: Precision = Precision()
 
-    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, groups: Mapping[str, ModalityGroup]) -> ProbeOutcome:
+    def run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, groups: Mapping[str, ModalityGroup]
+    ) -> ProbeOutcome:
         """Trains and scores the probes; leaves ``pl_module`` untouched.
 
         Raises:
@@ -130,24 +138,33 @@ class ProbeRunner:
         start = time.perf_counter()
         train_loader, val_loader, val_source = self._loaders(trainer)
         num_batches = self._train_batches(train_loader)
+        self._precision = trainer.precision_plugin
         first = self._to_device(next(iter(train_loader)), pl_module)
         num_classes = self._num_classes(trainer, pl_module, train_loader)
-        probes = {m: build_probe(copy_encoder(pl_module, m, g), self._input(first, m), num_classes) for m, g in groups.items()}
+        with self._precision.forward_context():
+            probes = {
+                m: build_probe(copy_encoder(pl_module, m, g), self._input(first, m), num_classes)
+                for m, g in groups.items()
+            }
         optimizers = {m: torch.optim.Adam(p.parameters(), lr=self.settings.lr) for m, p in probes.items()}
         metrics = {m: self._metric(num_classes).to(pl_module.device) for m in probes}
         curves = {m: ProbeCurve(m) for m in probes}
         active = set(probes)
         disable_bar = not trainer.is_global_zero or trainer.progress_bar_callback is None
-        with tqdm(total=self.settings.max_epochs, desc="PDMP probes", unit="epoch", disable=disable_bar, leave=False) as bar:
+        with tqdm(
+            total=self.settings.max_epochs, desc="PDMP probes", unit="epoch", disable=disable_bar, leave=False
+        ) as bar:
             for epoch in range(self.settings.max_epochs):
-                losses = self._train_epoch(probes, optimizers, active, train_loader, num_batches, pl_module, num_classes)
+                losses = self._train_epoch(
+                    probes, optimizers, active, train_loader, num_batches, pl_module, num_classes
+                )
                 self._raise_if_diverged(trainer, pl_module, losses)
                 scores = self._evaluate(probes, metrics, active, val_loader, pl_module, num_classes)
                 for modality in sorted(active):
                     curve = curves[modality]
                     curve.train_losses.append(losses[modality])
                     curve.scores.append(scores[modality])
-                    curve.stopped = self._stop_reason(curve, epoch)
+                    curve.stopped = self._stop_reason(curve, epoch, num_classes)
                 active = {m for m in active if not curves[m].stopped}
                 bar.update(1)
                 bar.set_postfix({m: f"{curves[m].scores[-1]:.3f}" for m in sorted(curves)})
@@ -160,7 +177,7 @@ class ProbeRunner:
 
     # --- data -----------------------------------------------------------------------------------
 
-    def _loaders(self, trainer: pl.Trainer) -> tuple[DataLoader, Iterable[Any], str]:
+    def _loaders(self, trainer: pl.Trainer) -> tuple[DataLoader[Any], Iterable[Any], str]:
         train = trainer.train_dataloader
         if not isinstance(train, DataLoader):
             raise config_error(
@@ -176,7 +193,7 @@ class ProbeRunner:
             return train, val, "val_dataloader"
         return (*self._held_out(train, trainer), f"held-out {self.settings.val_fraction:.0%} of train")
 
-    def _held_out(self, train: DataLoader, trainer: pl.Trainer) -> tuple[DataLoader, DataLoader]:
+    def _held_out(self, train: DataLoader[Any], trainer: pl.Trainer) -> tuple[DataLoader[Any], DataLoader[Any]]:
         dataset = train.dataset
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
             raise config_error(
@@ -188,11 +205,13 @@ class ProbeRunner:
         size = len(dataset)
         num_val = max(1, round(size * self.settings.val_fraction))
         if size - num_val < 1:
-            raise config_error("train_dataloader", f"{size} samples", "at least 2 samples to hold some out for the probes")
+            raise config_error(
+                "train_dataloader", f"{size} samples", "at least 2 samples to hold some out for the probes"
+            )
         order = torch.randperm(size, generator=torch.Generator().manual_seed(self.settings.seed)).tolist()
         loaders = []
         for indices, shuffle in ((order[num_val:], True), (order[:num_val], False)):
-            sampler = DistributedSampler(
+            sampler: DistributedSampler[Any] = DistributedSampler(
                 Subset(dataset, indices),
                 num_replicas=trainer.world_size,
                 rank=trainer.global_rank,
@@ -210,19 +229,22 @@ class ProbeRunner:
             )
         return loaders[0], loaders[1]
 
-    def _train_batches(self, loader: DataLoader) -> int:
+    def _train_batches(self, loader: DataLoader[Any]) -> int:
         try:
             total = len(loader)
         except TypeError:
             total = 0
         if total == 0:
-            raise config_error("train_dataloader", "an empty or unsized loader", "a loader with at least one batch and a length")
+            raise config_error(
+                "train_dataloader", "an empty or unsized loader", "a loader with at least one batch and a length"
+            )
         return max(1, math.ceil(self.settings.data_fraction * total))
 
     def _to_device(self, batch: Any, pl_module: pl.LightningModule) -> Any:
         batch = pl_module.on_before_batch_transfer(batch, 0)
         batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-        return pl_module.on_after_batch_transfer(batch, 0)
+        # The same input conversion the Trainer applies (e.g. float64 under precision="64-true").
+        return self._precision.convert_input(pl_module.on_after_batch_transfer(batch, 0))
 
     def _batches(self, loader: Iterable[Any], pl_module: pl.LightningModule, limit: int | None = None) -> Iterator[Any]:
         for index, batch in enumerate(loader):
@@ -236,7 +258,9 @@ class ProbeRunner:
     def _labels(self, batch: Any, num_classes: int) -> Tensor:
         labels = select_from_batch(batch, self.target, "target")
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise config_error("target", self.target, "a batch key holding integer class labels", f"its dtype is {labels.dtype}.")
+            raise config_error(
+                "target", self.target, "a batch key holding integer class labels", f"its dtype is {labels.dtype}."
+            )
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise config_error(
                 "target",
@@ -246,7 +270,7 @@ class ProbeRunner:
             )
         return labels.reshape(-1).long()
 
-    def _num_classes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: DataLoader) -> int:
+    def _num_classes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: DataLoader[Any]) -> int:
         candidates = [self.settings.num_classes, getattr(pl_module, "num_classes", None)]
         candidates.append(getattr(pl_module, "hparams", {}).get("num_classes"))
         for value in candidates:
@@ -263,7 +287,7 @@ class ProbeRunner:
         probes: Mapping[str, UnimodalProbe],
         optimizers: Mapping[str, torch.optim.Optimizer],
         active: set[str],
-        loader: DataLoader,
+        loader: DataLoader[Any],
         num_batches: int,
         pl_module: pl.LightningModule,
         num_classes: int,
@@ -275,7 +299,8 @@ class ProbeRunner:
         for batch in self._batches(loader, pl_module, num_batches):
             labels = self._labels(batch, num_classes)
             for modality in sorted(active):
-                loss = F.cross_entropy(probes[modality](self._input(batch, modality)), labels)
+                with self._precision.train_step_context():
+                    loss = F.cross_entropy(probes[modality](self._input(batch, modality)), labels)
                 optimizers[modality].zero_grad(set_to_none=True)
                 loss.backward()
                 optimizers[modality].step()
@@ -283,7 +308,9 @@ class ProbeRunner:
             seen += 1
         return {m: total / max(seen, 1) for m, total in totals.items()}
 
-    def _raise_if_diverged(self, trainer: pl.Trainer, pl_module: pl.LightningModule, losses: Mapping[str, float]) -> None:
+    def _raise_if_diverged(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, losses: Mapping[str, float]
+    ) -> None:
         names = sorted(losses)
         flags = torch.tensor([float(not math.isfinite(losses[m])) for m in names], device=pl_module.device)
         flags = trainer.strategy.reduce(flags, reduce_op="sum")
@@ -316,16 +343,23 @@ class ProbeRunner:
         for batch in self._batches(loader, pl_module):
             labels = self._labels(batch, num_classes)
             for modality in active:
-                metrics[modality].update(probes[modality](self._input(batch, modality)).argmax(dim=1), labels)
+                with self._precision.val_step_context():
+                    logits = probes[modality](self._input(batch, modality))
+                metrics[modality].update(logits.argmax(dim=1), labels)
             seen += 1
         if seen == 0:
-            raise PDMPConfigurationError("`val_dataloader`: got an empty loader; expected at least one batch to score the probes.")
+            raise PDMPConfigurationError(
+                "`val_dataloader`: got an empty loader; expected at least one batch to score the probes."
+            )
         # compute() synchronises the metric states across processes, so every rank sees the same score.
         return {m: float(metrics[m].compute()) for m in sorted(active)}
 
-    def _stop_reason(self, curve: ProbeCurve, epoch: int) -> str:
+    def _stop_reason(self, curve: ProbeCurve, epoch: int, num_classes: int) -> str:
         if epoch + 1 >= self.settings.max_epochs:
             return "max_epochs"
+        chance = 1.0 / num_classes
+        if epoch + 1 < self.settings.min_epochs or curve.best_score < chance + 0.1 * (1.0 - chance):
+            return ""
         reference, since_improvement = -math.inf, 0
         for score in curve.scores:
             if score > reference + self.settings.min_delta:

@@ -1,0 +1,124 @@
+"""No hook outlives a fit; a second fit scales once; a checkpoint restores the ranking without probing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from pdmp_lightning import PDMPCallback
+from pdmp_lightning.probing.runner import ProbeRunner
+from tests.helpers import TwoModalityModel, WithValidation, group_of, moves, random_data, trainer
+
+MODALITIES = {"audio": "audio_encoder", "visual": "visual_encoder"}
+MECHANISMS = ["activation", "parameter", "grad", "update"]
+
+
+def pdmp(**kwargs: object) -> PDMPCallback:
+    options: dict[str, object] = dict(ranking=["visual", "audio"], gamma_p=4.0, gamma_r=0.5, start_epoch=0)
+    options.update(kwargs)
+    return PDMPCallback(MODALITIES, **options)  # type: ignore[arg-type]
+
+
+def gradients(model: TwoModalityModel) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    batch = {
+        k: v[:8].to(next(model.parameters()).dtype) if v.is_floating_point() else v[:8]
+        for k, v in random_data().tensors.items()
+    }
+    F.cross_entropy(model(batch), batch["label"]).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_plain_backward(model: TwoModalityModel) -> None:
+    """A backward through ``model`` gives the gradients of an identical hook-free copy."""
+    clean = TwoModalityModel().to(next(model.parameters()).dtype)
+    clean.load_state_dict(model.state_dict())
+    expected = gradients(clean)
+    for name, grad in gradients(model).items():
+        torch.testing.assert_close(grad, expected[name], rtol=0, atol=0, msg=name)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_no_hook_left_after_fit(mechanism: str) -> None:
+    model = TwoModalityModel()
+    callback = pdmp(mechanism=mechanism)
+    trainer(callbacks=[callback], max_steps=2).fit(model)
+    assert not callback.is_modulating
+    assert_plain_backward(model)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_no_hook_left_after_an_exception_and_a_second_fit_scales_once(mechanism: str) -> None:
+    torch.manual_seed(0)
+    model = TwoModalityModel(fail_at_step=1)
+    callback = pdmp(mechanism=mechanism)
+    with pytest.raises(RuntimeError, match="planned failure"):
+        trainer(callbacks=[callback], max_steps=3).fit(model)
+    assert not callback.is_modulating
+    assert_plain_backward(model)
+
+    model.fail_at_step = None
+    plain = moves(copy.deepcopy(model))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer(callbacks=[callback], max_steps=1).fit(model)  # same callback, same module
+    for name, delta in plain.items():
+        k = callback.coefficients.get(group_of(name), 1.0)
+        torch.testing.assert_close(model.get_parameter(name).detach() - before[name], delta * k, rtol=1e-5, atol=1e-9)
+    assert_plain_backward(model)
+
+
+def test_second_fit_keeps_the_probed_ranking_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
+    callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
+    model = WithValidation()
+    trainer(callbacks=[callback], max_steps=1).fit(model)
+    ranking = callback.ranking
+    monkeypatch.setattr(ProbeRunner, "run", _no_probe)
+    trainer(callbacks=[callback], max_steps=1).fit(model)
+    assert callback.ranking == ranking
+
+
+def _no_probe(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the probes ran again")
+
+
+RESUMING_IN_PLACE = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+
+
+@RESUMING_IN_PLACE
+def test_resume_restores_the_ranking_without_probing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1, start_epoch=1)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(WithValidation())
+    assert first.ranking is not None
+
+    monkeypatch.setattr(ProbeRunner, "run", _no_probe)
+    resumed = PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1, start_epoch=1)
+    again = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    run = trainer(callbacks=[resumed, again], max_steps=-1, max_epochs=2, enable_checkpointing=True)
+    run.fit(WithValidation(), ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.ranking == first.ranking and resumed.probe_scores == first.probe_scores
+    assert resumed.coefficients == first.coefficients
+    assert run.current_epoch == 2 and run.global_step == 2 * 6
+
+
+@RESUMING_IN_PLACE
+def test_checkpoint_of_another_modality_set_warns_and_probes_again(tmp_path: Path) -> None:
+    first = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(WithValidation())
+
+    other = PDMPCallback(
+        {"audio": "audio_encoder.0", "visual": "visual_encoder"}, probe_max_epochs=1, probe_min_epochs=1
+    )
+    with pytest.warns(UserWarning, match="its ranking is ignored and the probes run again"):
+        again = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+        run = trainer(callbacks=[other, again], max_steps=-1, max_epochs=2, enable_checkpointing=True)
+        run.fit(WithValidation(), ckpt_path=tmp_path / "last.ckpt")
+    assert other.probe_outcome is not None

@@ -1,0 +1,181 @@
+"""The unimodal probes: default budget, isolation from the trained module, reports."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from pdmp_lightning import PDMPCallback, PDMPConfigurationError
+from tests.helpers import TwoModalityModel, WithValidation, parameters, plateau_task, random_data, trainer
+
+MODALITIES = {"audio": "audio_encoder", "visual": "visual_encoder"}
+
+
+def plateau_model(seed: int = 0, **kwargs: Any) -> WithValidation:
+    torch.manual_seed(seed)
+    return WithValidation(
+        data=plateau_task(seed=seed),
+        val_data=plateau_task(400, seed=seed + 100),
+        batch_size=32,
+        num_classes=4,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 6])
+def test_default_probes_rank_the_slow_strong_modality_first(seed: int) -> None:
+    callback = PDMPCallback(MODALITIES)
+    trainer(callbacks=[callback], precision="32-true").fit(plateau_model(seed))
+    curves = callback.probe_outcome.curves  # type: ignore[union-attr]
+    # The hard case: after one probe epoch the weak modality is ahead, so a tiny budget ranks wrong.
+    assert curves["audio"].scores[0] > curves["visual"].scores[0]
+    assert curves["audio"].stopped == "patience" and len(curves["audio"].scores) < len(curves["visual"].scores)
+    assert callback.ranking == ["visual", "audio"] and callback.dominant == "visual"
+    assert (
+        callback.probe_scores is not None
+        and callback.probe_scores["visual"] > 0.9 > 0.7 > callback.probe_scores["audio"]
+    )
+    assert callback.coefficients == {"visual": 10.0, "audio": 1.0}
+
+
+class Snapshot(pl.Callback):
+    """Records the module's weights and the global RNG state at on_train_start."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.weights = parameters(pl_module)
+        self.buffers = {n: b.clone() for n, b in pl_module.named_buffers()}
+        self.rng = torch.get_rng_state()
+
+
+def test_probing_leaves_weights_and_rng_untouched() -> None:
+    before, after = Snapshot(), Snapshot()
+    model = plateau_model(shuffle=True)
+    model.audio_encoder.insert(1, nn.BatchNorm1d(16))  # running statistics must not move either
+    callback = PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1)
+    trainer(callbacks=[before, callback, after], max_steps=1).fit(model)
+    assert callback.probe_outcome is not None
+    for name, value in before.weights.items():
+        assert torch.equal(after.weights[name], value), name
+    for name, value in before.buffers.items():
+        assert torch.equal(after.buffers[name], value), name
+    assert torch.equal(before.rng, after.rng)
+
+
+def test_probed_run_trains_exactly_like_the_given_ranking() -> None:
+    model = plateau_model(shuffle=True)
+    given = copy.deepcopy(model)
+    probed = PDMPCallback(MODALITIES, start_epoch=0, probe_max_epochs=2, probe_min_epochs=1)
+    torch.manual_seed(123)
+    trainer(callbacks=[probed], max_steps=-1, max_epochs=2).fit(model)
+    torch.manual_seed(123)
+    trainer(
+        callbacks=[PDMPCallback(MODALITIES, start_epoch=0, ranking=probed.ranking)], max_steps=-1, max_epochs=2
+    ).fit(given)
+    for name, value in parameters(given).items():
+        assert torch.equal(parameters(model)[name], value), name
+
+
+def test_report_and_logged_curves(tmp_path: Path) -> None:
+    callback = PDMPCallback(MODALITIES, probe_max_epochs=3, probe_min_epochs=1, probe_metric="macro_f1")
+    logger = CSVLogger(tmp_path, name="run")
+    trainer(callbacks=[callback], logger=logger, max_steps=2, log_every_n_steps=1).fit(plateau_model())
+    reports = list(Path(logger.log_dir).glob("*probe*.json"))
+    assert reports == [callback.report_path]
+    report = json.loads(reports[0].read_text())
+    assert report["ranking"] == callback.ranking and report["metric"] == "macro_f1"
+    assert report["scores"] == pytest.approx(callback.probe_scores)
+    assert set(report["curves"]) == {"audio", "visual"} and report["validation"] == "val_dataloader"
+    assert report["coefficients"] == callback.coefficients and report["source"] == "probes"
+    with open(Path(logger.log_dir) / "metrics.csv") as handle:
+        columns = set(next(csv.reader(handle)))
+    assert {"pdmp/probe_macro_f1/audio", "pdmp/probe_macro_f1/visual"} <= columns
+    assert {"pdmp/coefficient/visual", "pdmp/grad_norm/audio"} <= columns
+
+
+def test_held_out_slice_when_there_is_no_validation_loader() -> None:
+    torch.manual_seed(0)
+    model = TwoModalityModel(data=plateau_task(600), num_classes=4, batch_size=32)
+    callback = PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1, probe_val_fraction=0.25)
+    trainer(callbacks=[callback]).fit(model)
+    outcome = callback.probe_outcome
+    assert outcome is not None and outcome.val_source == "held-out 25% of train"
+    assert outcome.train_batches_per_epoch == 15  # 450 samples, batches of 32
+
+
+def test_data_fraction_limits_the_probe_batches() -> None:
+    callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1, probe_data_fraction=0.25)
+    trainer(callbacks=[callback], max_steps=1).fit(plateau_model())
+    assert callback.probe_outcome.train_batches_per_epoch == 10  # type: ignore[union-attr]  # 38 batches
+
+
+class TupleModel(TwoModalityModel):
+    """Tuple batches ``(audio, visual, label)``."""
+
+    def train_dataloader(self) -> DataLoader:
+        tensors = self.data.tensors
+        return DataLoader(list(zip(tensors["audio"], tensors["visual"], tensors["label"], strict=True)), batch_size=8)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        audio, visual, label = batch
+        return super().training_step({"audio": audio, "visual": visual, "label": label}, batch_idx)  # type: ignore[return-value]
+
+
+def test_tuple_batches_by_index() -> None:
+    callback = PDMPCallback(
+        MODALITIES, inputs={"audio": 0, "visual": 1}, target=2, probe_max_epochs=1, probe_min_epochs=1
+    )
+    trainer(callbacks=[callback], max_steps=1).fit(TupleModel())
+    assert sorted(callback.ranking or []) == ["audio", "visual"]
+
+
+class RegexModel(TwoModalityModel):
+    def probe_encoder(self, modality: str) -> nn.Module:
+        return self.audio_encoder if modality == "audio" else self.visual_encoder
+
+
+def test_regex_modalities_need_a_probe_encoder_hook() -> None:
+    spec = {"audio": "re:^audio_", "visual": "re:^visual_"}
+    with pytest.raises(PDMPConfigurationError, match=r"modalities\['audio'\].*probe_encoder"):
+        trainer(callbacks=[PDMPCallback(spec)], max_steps=1).fit(TwoModalityModel())
+    callback = PDMPCallback(spec, probe_max_epochs=1, probe_min_epochs=1)
+    trainer(callbacks=[callback], max_steps=1).fit(RegexModel())
+    assert callback.probe_scores is not None
+
+
+def test_a_diverging_probe_names_its_modality() -> None:
+    data = random_data()
+    data.tensors["visual"][3, 0] = float("nan")
+    with pytest.raises(RuntimeError, match=r"\['visual'\] diverged"):
+        trainer(callbacks=[PDMPCallback(MODALITIES)]).fit(TwoModalityModel(data=data))
+
+
+def test_labels_out_of_range_are_named() -> None:
+    with pytest.raises(PDMPConfigurationError, match=r"`target`.*num_classes=3"):
+        trainer(callbacks=[PDMPCallback(MODALITIES)]).fit(TwoModalityModel(data=plateau_task(64)))
+
+
+def test_missing_batch_key_is_named() -> None:
+    callback = PDMPCallback(MODALITIES, inputs={"audio": "spectrogram"})
+    with pytest.raises(
+        PDMPConfigurationError, match=r"`inputs\['audio'\]`: got 'spectrogram'.*\['audio', 'visual', 'label'\]"
+    ):
+        trainer(callbacks=[callback]).fit(TwoModalityModel())
+    assert not callback.is_modulating
+
+
+def test_num_classes_found_by_scanning_labels() -> None:
+    model = TwoModalityModel()
+    del model.num_classes
+    callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
+    trainer(callbacks=[callback], max_steps=1).fit(model)
+    assert callback.probe_outcome.num_classes == 3  # type: ignore[union-attr]
