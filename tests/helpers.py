@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from pdmp_lightning import PDMPCallback
+
 AUDIO_DIM, VISUAL_DIM, HIDDEN, NUM_CLASSES = 6, 8, 16, 3
 
 
@@ -164,3 +166,15 @@ def plateau_task(n: int = 1200, seed: int = 0) -> DictDataset:
         first[:, 1].sign() * bits[:, 1] * (torch.rand(n, generator=generator) * 2 + 0.2),
     )
     return DictDataset({"audio": audio, "visual": visual, "label": labels})
+
+
+MODALITIES = {"audio": "audio_encoder", "visual": "visual_encoder"}
+#: Coefficients of :func:`pdmp`: powers of two, so scaling is exact in every floating-point format.
+K = {"visual": 4.0, "audio": 0.5}
+
+
+def pdmp(**kwargs: Any) -> PDMPCallback:
+    """A PDMPCallback with the ranking given (visual first) and modulation from the first epoch."""
+    options: dict[str, Any] = dict(ranking=["visual", "audio"], gamma_p=K["visual"], gamma_r=K["audio"], start_epoch=0)
+    options.update(kwargs)
+    return PDMPCallback(MODALITIES, **options)

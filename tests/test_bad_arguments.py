@@ -11,9 +11,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from pdmp_lightning import PDMPCallback, PDMPConfigurationError
-from tests.helpers import TwoModalityModel, trainer
-
-MODALITIES = {"audio": "audio_encoder", "visual": "visual_encoder"}
+from tests.helpers import MODALITIES, TwoModalityModel, trainer
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,7 @@ import copy
 import pytest
 import torch
 
-from pdmp_lightning import PDMPCallback
-from tests.helpers import TwoModalityModel, group_of, moves, parameters, trainer
-
-MODALITIES = {"audio": "audio_encoder", "visual": "visual_encoder"}
-K = {"visual": 4.0, "audio": 0.5}
-
-
-def pdmp(**kwargs: object) -> PDMPCallback:
-    options: dict[str, object] = dict(ranking=["visual", "audio"], gamma_p=4.0, gamma_r=0.5, start_epoch=0)
-    options.update(kwargs)
-    return PDMPCallback(MODALITIES, **options)  # type: ignore[arg-type]
+from tests.helpers import K, TwoModalityModel, group_of, moves, parameters, pdmp, trainer
 
 
 def assert_scaled(plain: dict[str, torch.Tensor], modulated: dict[str, torch.Tensor], rtol: float = 1e-5) -> None:

@@ -12,16 +12,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pdmp_lightning import PDMPCallback
 from pdmp_lightning.probing.runner import ProbeRunner
-from tests.helpers import TwoModalityModel, WithValidation, group_of, moves, random_data, trainer
+from tests.helpers import MODALITIES, TwoModalityModel, WithValidation, group_of, moves, pdmp, random_data, trainer
 
-MODALITIES = {"audio": "audio_encoder", "visual": "visual_encoder"}
 MECHANISMS = ["activation", "parameter", "grad", "update"]
-
-
-def pdmp(**kwargs: object) -> PDMPCallback:
-    options: dict[str, object] = dict(ranking=["visual", "audio"], gamma_p=4.0, gamma_r=0.5, start_epoch=0)
-    options.update(kwargs)
-    return PDMPCallback(MODALITIES, **options)  # type: ignore[arg-type]
 
 
 def gradients(model: TwoModalityModel) -> dict[str, torch.Tensor]:

@@ -16,9 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from pdmp_lightning import PDMPCallback, PDMPConfigurationError
-from tests.helpers import TwoModalityModel, WithValidation, parameters, plateau_task, random_data, trainer
-
-MODALITIES = {"audio": "audio_encoder", "visual": "visual_encoder"}
+from tests.helpers import MODALITIES, TwoModalityModel, WithValidation, parameters, plateau_task, random_data, trainer
 
 
 def plateau_model(seed: int = 0, **kwargs: Any) -> WithValidation:

@@ -7,7 +7,6 @@ per-step scores) by filling :attr:`ModalityModulationCallback.multipliers`; this
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,8 +121,9 @@ class ModalityModulationCallback(Callback):
         sizes = ", ".join(f"{m}: {len(g.parameter_names)} tensors" for m, g in self.groups.items())
         rank_zero_info(f"{type(self).__name__}: modality groups {sizes}.")
         if untouched:
+            shown = ", ".join(untouched[:10]) + (f", ... ({len(untouched) - 10} more)" if len(untouched) > 10 else "")
             rank_zero_info(
-                f"{type(self).__name__}: {len(untouched)} trainable tensors in no modality, never touched: {untouched}"
+                f"{type(self).__name__}: {len(untouched)} trainable tensors in no modality, never touched: {shown}"
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -170,13 +170,15 @@ class ModalityModulationCallback(Callback):
         if self._modulator is not None:
             self._modulator.detach()
 
-    def _step_metrics(self) -> dict[str, float]:
+    def _step_metrics(self) -> dict[str, float | torch.Tensor]:
         assert self._modulator is not None
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float | torch.Tensor] = {}
         for modality, parameters in self._modulator.group_parameters.items():
-            grads = [p.grad.detach().float() for p in parameters if p.grad is not None]
-            norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads)) if grads else 0.0
-            metrics[f"{self.log_prefix}/grad_norm/{modality}"] = norm
+            norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
+            # A tensor, not a float: no host sync here; the logger reads it when it writes.
+            metrics[f"{self.log_prefix}/grad_norm/{modality}"] = (
+                torch.linalg.vector_norm(torch.stack(norms)) if norms else 0.0
+            )
             effective = self.multipliers.get(modality, 1.0) if self.is_modulating else 1.0
             metrics[f"{self.log_prefix}/coefficient/{modality}"] = effective
         return metrics

@@ -100,6 +100,23 @@ class ProbeOutcome:
         return {m: c.best_score for m, c in self.curves.items()}
 
 
+@dataclass
+class _ProbeData:
+    """The loaders the probes train and score on, and how many batches of each they use."""
+
+    train: DataLoader[Any]
+    val: DataLoader[Any]
+    val_source: str
+    train_batches: int
+    val_batches: int
+    owns_samplers: bool = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffles the held-out slices each probe epoch (the Trainer's loaders are left alone)."""
+        if self.owns_samplers and isinstance(self.train.sampler, DistributedSampler):
+            self.train.sampler.set_epoch(epoch)
+
+
 def rank_by_score(scores: Mapping[str, float]) -> list[str]:
     """Modalities best first; ties broken by name, so the ranking is deterministic.
 
@@ -136,8 +153,8 @@ class ProbeRunner:
             RuntimeError: A probe's loss became NaN or infinite.
         """
         start = time.perf_counter()
-        train_loader, val_loader, val_source = self._loaders(trainer)
-        num_batches = self._train_batches(train_loader)
+        data = self._data(trainer)
+        train_loader, num_batches = data.train, data.train_batches
         self._precision = trainer.precision_plugin
         first = self._to_device(next(iter(train_loader)), pl_module)
         num_classes = self._num_classes(trainer, pl_module, train_loader)
@@ -155,11 +172,12 @@ class ProbeRunner:
             total=self.settings.max_epochs, desc="PDMP probes", unit="epoch", disable=disable_bar, leave=False
         ) as bar:
             for epoch in range(self.settings.max_epochs):
+                data.set_epoch(epoch)
                 losses = self._train_epoch(
                     probes, optimizers, active, train_loader, num_batches, pl_module, num_classes
                 )
                 self._raise_if_diverged(trainer, pl_module, losses)
-                scores = self._evaluate(probes, metrics, active, val_loader, pl_module, num_classes)
+                scores = self._evaluate(probes, metrics, active, data, pl_module, num_classes)
                 for modality in sorted(active):
                     curve = curves[modality]
                     curve.train_losses.append(losses[modality])
@@ -173,11 +191,11 @@ class ProbeRunner:
         for curve in curves.values():
             curve.stopped = curve.stopped or "max_epochs"
         seconds = time.perf_counter() - start
-        return ProbeOutcome(curves, num_classes, seconds, num_batches, val_source)
+        return ProbeOutcome(curves, num_classes, seconds, num_batches, data.val_source)
 
     # --- data -----------------------------------------------------------------------------------
 
-    def _loaders(self, trainer: pl.Trainer) -> tuple[DataLoader[Any], Iterable[Any], str]:
+    def _data(self, trainer: pl.Trainer) -> _ProbeData:
         train = trainer.train_dataloader
         if not isinstance(train, DataLoader):
             raise config_error(
@@ -190,8 +208,24 @@ class ProbeRunner:
         if isinstance(val, list | tuple):
             val = val[0] if val else None
         if isinstance(val, DataLoader) and trainer.limit_val_batches != 0:
-            return train, val, "val_dataloader"
-        return (*self._held_out(train, trainer), f"held-out {self.settings.val_fraction:.0%} of train")
+            # The Trainer's own limits (limit_train_batches, limit_val_batches) apply to the probes too.
+            train_limit, val_limit = trainer.num_training_batches, (trainer.num_val_batches or [math.inf])[0]
+            return _ProbeData(
+                train=train,
+                val=val,
+                val_source="val_dataloader",
+                train_batches=self._limit(train, "train_dataloader", train_limit, self.settings.data_fraction),
+                val_batches=self._limit(val, "val_dataloader", val_limit),
+            )
+        held_train, held_val = self._held_out(train, trainer)
+        return _ProbeData(
+            train=held_train,
+            val=held_val,
+            val_source=f"held-out {self.settings.val_fraction:.0%} of train",
+            train_batches=self._limit(held_train, "train_dataloader", math.inf, self.settings.data_fraction),
+            val_batches=self._limit(held_val, "val_dataloader", math.inf),
+            owns_samplers=True,
+        )
 
     def _held_out(self, train: DataLoader[Any], trainer: pl.Trainer) -> tuple[DataLoader[Any], DataLoader[Any]]:
         dataset = train.dataset
@@ -211,34 +245,32 @@ class ProbeRunner:
         order = torch.randperm(size, generator=torch.Generator().manual_seed(self.settings.seed)).tolist()
         loaders = []
         for indices, shuffle in ((order[num_val:], True), (order[:num_val], False)):
+            subset = Subset(dataset, indices)
+            # Explicit replicas and rank: the two slices are split across processes like the Trainer's data.
             sampler: DistributedSampler[Any] = DistributedSampler(
-                Subset(dataset, indices),
+                subset,
                 num_replicas=trainer.world_size,
                 rank=trainer.global_rank,
                 shuffle=shuffle,
                 seed=self.settings.seed,
             )
+            batch_size = train.batch_size or 1
             loaders.append(
                 DataLoader(
-                    Subset(dataset, indices),
-                    batch_size=train.batch_size or 1,
-                    sampler=sampler,
-                    collate_fn=train.collate_fn,
-                    num_workers=train.num_workers,
+                    subset, batch_size, sampler=sampler, collate_fn=train.collate_fn, num_workers=train.num_workers
                 )
             )
         return loaders[0], loaders[1]
 
-    def _train_batches(self, loader: DataLoader[Any]) -> int:
+    @staticmethod
+    def _limit(loader: DataLoader[Any], argument: str, trainer_limit: float, fraction: float = 1.0) -> int:
         try:
-            total = len(loader)
+            total = min(len(loader), trainer_limit)
         except TypeError:
             total = 0
         if total == 0:
-            raise config_error(
-                "train_dataloader", "an empty or unsized loader", "a loader with at least one batch and a length"
-            )
-        return max(1, math.ceil(self.settings.data_fraction * total))
+            raise config_error(argument, "an empty or unsized loader", "a loader with at least one batch and a length")
+        return max(1, math.ceil(fraction * total))
 
     def _to_device(self, batch: Any, pl_module: pl.LightningModule) -> Any:
         batch = pl_module.on_before_batch_transfer(batch, 0)
@@ -332,7 +364,7 @@ class ProbeRunner:
         probes: Mapping[str, UnimodalProbe],
         metrics: Mapping[str, Metric],
         active: set[str],
-        loader: Iterable[Any],
+        data: _ProbeData,
         pl_module: pl.LightningModule,
         num_classes: int,
     ) -> dict[str, float]:
@@ -340,7 +372,7 @@ class ProbeRunner:
             probes[m].eval()
             metrics[m].reset()
         seen = 0
-        for batch in self._batches(loader, pl_module):
+        for batch in self._batches(data.val, pl_module, data.val_batches):
             labels = self._labels(batch, num_classes)
             for modality in active:
                 with self._precision.val_step_context():
