@@ -179,8 +179,9 @@ class PDMPCallback(ModalityModulationCallback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         outcome = None
         if self._given_ranking is not None:
-            self._ranking, self._probe_scores = self._given_ranking, None
-        elif self._restore(trainer):
+            # An explicit ranking wins over anything a checkpoint holds.
+            self._ranking, self._probe_scores, self._restored = self._given_ranking, None, None
+        elif self._restore():
             rank_zero_info(f"PDMPCallback: ranking {self._ranking} restored from the checkpoint; probes skipped.")
         elif self._ranking is not None:
             rank_zero_info(
@@ -223,7 +224,7 @@ class PDMPCallback(ModalityModulationCallback):
         self.probe_outcome = outcome
         return outcome
 
-    def _restore(self, trainer: pl.Trainer) -> bool:
+    def _restore(self) -> bool:
         state, self._restored = self._restored, None
         if not state or not state.get("ranking"):
             return False
