@@ -1,0 +1,143 @@
+"""What every in-memory multimodal datamodule shares: dict samples and seeded train/val/test splits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from pdmp_lightning.errors import config_error
+
+LABEL_KEY = "label"
+
+
+class TensorMultimodalDataset(Dataset[dict[str, Tensor]]):
+    """Samples ``{<modality>: features[i], "label": labels[i]}`` from tensors held in memory.
+
+    Args:
+        features: Modality name -> tensor whose first dimension indexes samples.
+        labels: Integer class labels, one per sample.
+    """
+
+    def __init__(self, features: Mapping[str, Tensor], labels: Tensor) -> None:
+        sizes = {name: len(tensor) for name, tensor in features.items()}
+        if any(size != len(labels) for size in sizes.values()):
+            raise ValueError(f"every modality needs one row per label ({len(labels)}); got {sizes}")
+        self.features = dict(features)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        sample = {name: tensor[index] for name, tensor in self.features.items()}
+        sample[LABEL_KEY] = self.labels[index]
+        return sample
+
+
+class InMemoryMultimodalDataModule(pl.LightningDataModule):
+    """Base of the datamodules whose data fits in memory; subclasses implement :meth:`load`.
+
+    The samples are shuffled once with ``seed`` and cut into test, validation and train splits, so the
+    same seed always gives the same splits, and model selection (validation) never sees the test set.
+
+    Args:
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes.
+        val_fraction: Share of the samples in the validation split.
+        test_fraction: Share of the samples in the test split.
+        seed: Seed of the split (and of any generation the subclass does).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise config_error("batch_size", batch_size, "an integer >= 1")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise config_error("num_workers", num_workers, "an integer >= 0")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+                raise config_error(name, value, "a number in (0, 1)")
+        if val_fraction + test_fraction >= 1:
+            raise config_error(
+                "val_fraction + test_fraction", val_fraction + test_fraction, "less than 1 (train needs samples)"
+            )
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.splits: dict[str, Subset[dict[str, Tensor]]] = {}
+
+    # --- what a subclass provides ---------------------------------------------------------------
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modality names, which are also the batch keys of their inputs."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (known before :meth:`setup`, so the CLI can link it into the model)."""
+        raise NotImplementedError
+
+    def load(self) -> tuple[dict[str, Tensor], Tensor]:
+        """Returns modality -> features and the labels for every sample."""
+        raise NotImplementedError
+
+    # --- Lightning hooks ------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads the data once and cuts the seeded splits."""
+        if self.splits:
+            return
+        features, labels = self.load()
+        dataset = TensorMultimodalDataset(features, labels.long())
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        num_test = max(1, round(len(order) * self.test_fraction))
+        num_val = max(1, round(len(order) * self.val_fraction))
+        self.splits = {
+            "test": Subset(dataset, order[:num_test]),
+            "val": Subset(dataset, order[num_test : num_test + num_val]),
+            "train": Subset(dataset, order[num_test + num_val :]),
+        }
+
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("test")
+
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split (after :meth:`setup`)."""
+        return {name: len(split) for name, split in self.splits.items()}
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader[dict[str, Tensor]]:
+        if not self.splits:
+            self.setup()
+        # Shuffling follows the global seed (Trainer/CLI `seed_everything`), not a private generator.
+        options: dict[str, Any] = {"persistent_workers": True} if self.num_workers > 0 else {}
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            **options,
+        )
