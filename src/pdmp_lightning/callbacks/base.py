@@ -32,6 +32,7 @@ from pdmp_lightning.modulation.mechanisms import (
     build_modulator,
     is_scale_invariant,
 )
+from pdmp_lightning.types import NonNegativeInt, PositiveInt
 
 
 class ModalityModulationCallback(Callback):
@@ -53,10 +54,10 @@ class ModalityModulationCallback(Callback):
         self,
         modalities: Mapping[str, ModalitySpecInput],
         *,
-        start_epoch: int = 0,
-        end_epoch: int | None = None,
+        start_epoch: NonNegativeInt = 0,
+        end_epoch: PositiveInt | None = None,
         mechanism: Mechanism = "auto",
-        log_every_n_steps: int | None = None,
+        log_every_n_steps: NonNegativeInt | None = None,
         log_prefix: str = "modulation",
     ) -> None:
         super().__init__()

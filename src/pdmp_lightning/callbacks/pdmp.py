@@ -33,6 +33,14 @@ from pdmp_lightning.probing.runner import (
     rank_by_score,
 )
 from pdmp_lightning.rng import preserved_rng_state
+from pdmp_lightning.types import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitInterval,
+    PositiveFloat,
+    PositiveInt,
+)
 
 
 class PDMPCallback(ModalityModulationCallback):
@@ -89,26 +97,26 @@ class PDMPCallback(ModalityModulationCallback):
     def __init__(
         self,
         modalities: Mapping[str, ModalitySpecInput],
-        gamma_p: float = 10.0,
-        gamma_r: float = 1.0,
+        gamma_p: PositiveFloat = 10.0,
+        gamma_r: PositiveFloat = 1.0,
         ranking: Sequence[str] | None = None,
         inputs: Mapping[str, BatchKey] | None = None,
         target: BatchKey = "label",
-        start_epoch: int = 5,
-        end_epoch: int | None = None,
+        start_epoch: NonNegativeInt = 5,
+        end_epoch: PositiveInt | None = None,
         coefficient_formula: CoefficientFormula = "constant",
         mechanism: Mechanism = "auto",
         probe_metric: ProbeMetric = "accuracy",
-        probe_max_epochs: int = 20,
-        probe_min_epochs: int = 3,
-        probe_patience: int = 3,
-        probe_min_delta: float = 0.0,
-        probe_data_fraction: float = 1.0,
-        probe_val_fraction: float = 0.2,
-        probe_lr: float = 3e-3,
-        num_classes: int | None = None,
+        probe_max_epochs: PositiveInt = 20,
+        probe_min_epochs: PositiveInt = 3,
+        probe_patience: PositiveInt = 3,
+        probe_min_delta: NonNegativeFloat = 0.0,
+        probe_data_fraction: Fraction = 1.0,
+        probe_val_fraction: OpenUnitInterval = 0.2,
+        probe_lr: PositiveFloat = 3e-3,
+        num_classes: PositiveInt | None = None,
         probe_seed: int = 0,
-        log_every_n_steps: int | None = None,
+        log_every_n_steps: NonNegativeInt | None = None,
         report_filename: str = REPORT_FILENAME,
     ) -> None:
         super().__init__(

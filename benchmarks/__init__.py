@@ -1,0 +1,1 @@
+"""Benchmark scripts: each measures, then writes JSON and a Markdown table into docs/benchmarks/."""

@@ -1,0 +1,179 @@
+"""A reference multimodal classifier: one encoder per modality, a fusion, optional unimodal heads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from pdmp_lightning.data.base import LABEL_KEY
+from pdmp_lightning.errors import config_error
+from pdmp_lightning.models.fusion import FUSIONS, Fusion, FusionName, build_fusion
+
+
+def _default_optimizer(parameters: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
+
+
+class MultimodalClassifier(pl.LightningModule):
+    """Encoders per modality, a fusion, class logits; accuracy and macro-F1 for validation and test.
+
+    Batches are dicts ``{<modality>: Tensor, "label": Tensor}``. The encoders are reachable as
+    ``encoders.<modality>``, so a callback selects them with
+    ``modalities={"audio": "encoders.audio", ...}``.
+
+    Args:
+        encoders: Modality -> encoder (any ``nn.Module`` returning ``[B, features]``; its feature
+            size is read from an ``out_features`` attribute unless ``feature_dims`` gives it).
+        num_classes: Number of classes.
+        modalities: The data's modality names; when given, the encoders must match them exactly.
+        fusion: ``"concat"``, ``"sum"``, ``"film"`` or ``"gated"``.
+        fusion_hidden: Width of the projection in the ``film`` and ``gated`` fusions.
+        fusion_condition: Modality that conditions ``film`` / ``gated`` (default: the first).
+        feature_dims: Modality -> feature size, for encoders without ``out_features``.
+        unimodal_heads: Add a linear head per modality (its logits are ``unimodal_logits``).
+        unimodal_loss_weight: Weight of the unimodal heads' cross-entropy in the training loss.
+        optimizer: Optimizer factory (default: SGD, lr 0.01, momentum 0.9).
+        lr_scheduler: Learning-rate scheduler factory, or None.
+    """
+
+    def __init__(
+        self,
+        encoders: dict[str, nn.Module],
+        num_classes: int,
+        modalities: list[str] | None = None,
+        fusion: FusionName = "concat",
+        fusion_hidden: int = 256,
+        fusion_condition: str | None = None,
+        feature_dims: dict[str, int] | None = None,
+        unimodal_heads: bool = False,
+        unimodal_loss_weight: float = 0.0,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(encoders, Mapping) or len(encoders) < 1:
+            raise config_error("encoders", encoders, "a mapping of modality name -> nn.Module")
+        if modalities is not None and sorted(modalities) != sorted(encoders):
+            raise config_error(
+                "encoders",
+                sorted(encoders),
+                f"one encoder for each of the data's modalities {sorted(modalities)}",
+                "add or rename the encoders in the model config.",
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise config_error("num_classes", num_classes, "an integer >= 2")
+        if fusion not in FUSIONS:
+            raise config_error("fusion", fusion, f"one of {list(FUSIONS)}")
+        if fusion_condition is not None and fusion_condition not in encoders:
+            raise config_error("fusion_condition", fusion_condition, f"None or one of {sorted(encoders)}")
+        if unimodal_loss_weight < 0 or (unimodal_loss_weight > 0 and not unimodal_heads):
+            raise config_error(
+                "unimodal_loss_weight", unimodal_loss_weight, ">= 0, and > 0 only with unimodal_heads=True"
+            )
+        self.save_hyperparameters(ignore=["encoders", "optimizer", "lr_scheduler"])
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.feature_dims = {m: self._feature_dim(m, e, feature_dims) for m, e in encoders.items()}
+        self.num_classes = num_classes
+        self.fusion: Fusion = build_fusion(fusion, self.feature_dims, num_classes, fusion_hidden, fusion_condition)
+        self.unimodal_heads = (
+            nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in self.feature_dims.items()})
+            if unimodal_heads
+            else None
+        )
+        self.unimodal_loss_weight = unimodal_loss_weight
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        metrics = MetricCollection(
+            {
+                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+                "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modality names, in fusion order."""
+        return list(self.encoders)
+
+    # --- forward pieces (also what the baselines' model protocol uses) ---------------------------
+
+    def encode(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each modality's features ``[B, d]``."""
+        missing = [m for m in self.encoders if m not in batch]
+        if missing:
+            raise KeyError(f"the batch has no {missing}; its keys are {list(batch)}")
+        return {m: encoder(batch[m]).flatten(1) for m, encoder in self.encoders.items()}
+
+    def fuse(self, features: Mapping[str, Tensor]) -> Tensor:
+        """Class logits from modality features."""
+        logits: Tensor = self.fusion(features)
+        return logits
+
+    def unimodal_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each unimodal head's logits (requires ``unimodal_heads=True``)."""
+        if self.unimodal_heads is None:
+            raise RuntimeError("this MultimodalClassifier was built with unimodal_heads=False")
+        return {m: head(features[m]) for m, head in self.unimodal_heads.items()}
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Class logits ``[B, num_classes]``."""
+        return self.fuse(self.encode(batch))
+
+    # --- Lightning ------------------------------------------------------------------------------
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        features = self.encode(batch)
+        labels = batch[LABEL_KEY]
+        loss = F.cross_entropy(self.fuse(features), labels)
+        self.log("train_loss", loss, prog_bar=True)
+        if self.unimodal_heads is not None and self.unimodal_loss_weight > 0:
+            unimodal = sum(F.cross_entropy(logits, labels) for logits in self.unimodal_logits(features).values())
+            self.log("train_unimodal_loss", unimodal)
+            loss = loss + self.unimodal_loss_weight * unimodal
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        self.log("val_loss", F.cross_entropy(logits, batch[LABEL_KEY]))
+        self.val_metrics.update(logits, batch[LABEL_KEY])
+        self.log_dict(self.val_metrics, prog_bar=True)
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        self.test_metrics.update(logits, batch[LABEL_KEY])
+        self.log_dict(self.test_metrics)
+
+    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """Class probabilities ``[B, num_classes]``."""
+        probabilities: Tensor = self(batch).softmax(dim=1)
+        return probabilities
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    @staticmethod
+    def _feature_dim(modality: str, encoder: nn.Module, given: Mapping[str, int] | None) -> int:
+        if given and modality in given:
+            return int(given[modality])
+        size = getattr(encoder, "out_features", None)
+        if isinstance(size, int) and size > 0:
+            return size
+        raise config_error(
+            f"encoders[{modality!r}]",
+            type(encoder).__name__,
+            "an encoder with an int `out_features` attribute",
+            f"or pass feature_dims={{{modality!r}: <its output size>}}.",
+        )

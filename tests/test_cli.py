@@ -1,0 +1,164 @@
+"""``python -m pdmp_lightning``: help, print_config round trip, parse-time errors, callbacks, outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pdmp_lightning import ModalityGradientMonitor, PDMPCallback
+from pdmp_lightning.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+QUICKSTART = str(CONFIGS / "quickstart.yaml")
+# Small and fast: a few batches of a small generated set, logs in the test's working directory.
+FAST = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--data.init_args.num_samples=400",
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_pytest_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LightningCLI warns when sys.argv holds arguments besides `args` (here: pytest's own)."""
+    monkeypatch.setattr(sys, "argv", ["pdmp-lightning"])
+
+
+def csv_logger_override(tmp_path: Path) -> str:
+    """A config that replaces the logger list with one CSVLogger under ``tmp_path``."""
+    path = tmp_path / "logger.yaml"
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}}
+    path.write_text(yaml.safe_dump({"trainer": {"logger": [logger]}}))
+    return str(path)
+
+
+def test_help_shows_the_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model.help", "pdmp_lightning.models.MultimodalClassifier"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # help text is wrapped to the terminal width
+    assert "Encoders per modality, a fusion, class logits" in out and "--model.fusion {concat,sum,film,gated}" in out
+    with pytest.raises(SystemExit):
+        main(["fit", "--trainer.callbacks.help", "PDMPCallback"])
+    assert "Gamma of the performance-dominant modality" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "fit" in capsys.readouterr().out
+
+
+def test_print_config_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", QUICKSTART, *FAST, "--print_config"])
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    config = yaml.safe_load(printed.read_text())
+    # Linked on instantiation from the data, so not part of the printed config.
+    assert "num_classes" not in config["model"]["init_args"] and "modalities" not in config["model"]["init_args"]
+    cli = main(["fit", "--config", str(printed), "--config", csv_logger_override(tmp_path)])
+    assert cli.model.num_classes == 4 and cli.model.modalities == ["audio", "visual"]
+    pdmp = next(c for c in cli.trainer.callbacks if isinstance(c, PDMPCallback))
+    assert pdmp.ranking is not None and cli.trainer.current_epoch == 2
+
+
+def test_a_run_writes_config_report_results_and_plot(tmp_path: Path) -> None:
+    cli = main(["fit", "--config", QUICKSTART, "--config", csv_logger_override(tmp_path), *FAST])
+    run_dir = Path(cli.trainer.log_dir)
+    assert {"config.yaml", "pdmp_probe_report.json", "results.json", "training_curves.png", "metrics.csv"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["test"]) == {"test_accuracy", "test_macro_f1"}
+    assert {"val_accuracy", "val_macro_f1"} <= set(results["validation"])
+    assert results["pdmp"]["ranking"] == json.loads((run_dir / "pdmp_probe_report.json").read_text())["ranking"]
+    assert results["seed"] == 0 and results["tested_checkpoint"].endswith(".ckpt")
+    assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--model.init_args.fusoin=concat"], "fusoin"),
+        (["--model.init_args.fusion=average"], "fusion"),
+        (["--trainer.callbacks.init_args.gamma_p=-1"], "gamma_p"),
+        (["--data.init_args.num_samples=many"], "num_samples"),
+    ],
+)
+def test_bad_keys_and_values_fail_at_parse_time_naming_them(
+    arguments: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", QUICKSTART, *arguments])
+    assert exit_info.value.code != 0
+    assert named in capsys.readouterr().err
+
+
+def test_bad_key_in_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = yaml.safe_load(Path(QUICKSTART).read_text())
+    config["trainer"]["callbacks"][0]["init_args"]["gama_p"] = 3.0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(path)])
+    assert "gama_p" in capsys.readouterr().err
+
+
+def test_callbacks_from_the_command_line(tmp_path: Path) -> None:
+    joint = str(CONFIGS / "quickstart_joint.yaml")
+    modalities = '{"audio": "encoders.audio", "visual": "encoders.visual"}'
+    cli = main(
+        [
+            "fit",
+            "--config",
+            joint,
+            "--config",
+            csv_logger_override(tmp_path),
+            *FAST,
+            "--trainer.callbacks+=PDMPCallback",
+            f"--trainer.callbacks.modalities={modalities}",
+            "--trainer.callbacks.ranking=[visual, audio]",
+            "--trainer.callbacks.start_epoch=1",
+        ]
+    )
+    kinds = [type(c) for c in cli.trainer.callbacks]
+    assert ModalityGradientMonitor in kinds and PDMPCallback in kinds
+    pdmp = next(c for c in cli.trainer.callbacks if isinstance(c, PDMPCallback))
+    assert pdmp.ranking == ["visual", "audio"] and pdmp.start_epoch == 1
+
+
+def test_encoders_must_match_the_data_modalities(capsys: pytest.CaptureFixture[str]) -> None:
+    encoder = '{"class_path": "pdmp_lightning.models.MLPEncoder", "init_args": {"in_features": 16}}'
+    with pytest.raises(Exception, match=r"`encoders`: got \['audio', 'depth'\].*\['audio', 'visual'\]"):
+        main(
+            [
+                "fit",
+                "--config",
+                QUICKSTART,
+                *FAST,
+                "--model.init_args.encoders",
+                f'{{"audio": {encoder}, "depth": {encoder}}}',
+            ]
+        )
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pdmp_lightning", "fit", "--print_config", "--config", QUICKSTART],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "pdmp_lightning.PDMPCallback" in result.stdout
+
+
+def test_console_script() -> None:
+    script = Path(sys.executable).with_name("pdmp-lightning")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "fit" in result.stdout
