@@ -83,21 +83,24 @@ def test_a_run_writes_config_report_results_and_plot(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("arguments", "named"),
+    ("arguments", "named", "detail"),
     [
-        (["--model.init_args.fusoin=concat"], "fusoin"),
-        (["--model.init_args.fusion=average"], "fusion"),
-        (["--trainer.callbacks.init_args.gamma_p=-1"], "gamma_p"),
-        (["--data.init_args.num_samples=many"], "num_samples"),
+        (["--model.init_args.fusoin=concat"], "fusoin", ""),
+        (["--model.init_args.fusion=average"], "fusion", "average"),
+        (["--trainer.callbacks.init_args.gamma_p=-1"], "gamma_p", "does not conform to restriction v>0"),
+        (["--trainer.callbacks.init_args.mechanism=lr"], "mechanism", "lr"),
+        (["--trainer.callbacks.init_args.probe_data_fraction=1.5"], "probe_data_fraction", "v<=1"),
+        (["--data.init_args.num_samples=many"], "num_samples", "many"),
     ],
 )
 def test_bad_keys_and_values_fail_at_parse_time_naming_them(
-    arguments: list[str], named: str, capsys: pytest.CaptureFixture[str]
+    arguments: list[str], named: str, detail: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", QUICKSTART, *arguments])
     assert exit_info.value.code != 0
-    assert named in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert named in error and detail in error
 
 
 def test_bad_key_in_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
