@@ -68,6 +68,8 @@ def test_print_config_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert pdmp.ranking is not None and cli.trainer.current_epoch == 2
 
 
+# Evaluating a checkpoint logs into a new version directory; ModelCheckpoint says its dirpath moved.
+@pytest.mark.filterwarnings("ignore:The dirpath has changed from")
 def test_a_run_writes_config_report_results_and_plot(tmp_path: Path) -> None:
     cli = main(["fit", "--config", QUICKSTART, "--config", csv_logger_override(tmp_path), *FAST])
     run_dir = Path(cli.trainer.log_dir)
@@ -80,6 +82,12 @@ def test_a_run_writes_config_report_results_and_plot(tmp_path: Path) -> None:
     assert results["pdmp"]["ranking"] == json.loads((run_dir / "pdmp_probe_report.json").read_text())["ranking"]
     assert results["seed"] == 0 and results["tested_checkpoint"].endswith(".ckpt")
     assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The other subcommands on the same config and the best checkpoint.
+    checkpoint = results["tested_checkpoint"]
+    for subcommand in ("validate", "test", "predict"):
+        other = main([subcommand, "--config", str(run_dir / "config.yaml"), "--ckpt_path", checkpoint])
+        assert other.trainer.state.fn == subcommand
 
 
 @pytest.mark.parametrize(
