@@ -173,3 +173,29 @@ def test_console_script() -> None:
     script = Path(sys.executable).with_name("pdmp-lightning")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "fit" in result.stdout
+
+
+@pytest.mark.parametrize(("config", "logged"), [
+    ("ogm_ge", "ogm_ge/score/audio"),
+    ("opm", "opm/drop_probability"),
+    ("agm", "agm/ratio/visual"),
+    ("mmpareto", "mmpareto/cosine/audio"),
+])  # fmt: skip
+def test_each_baseline_config_trains(config: str, logged: str, tmp_path: Path) -> None:
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / f"{config}.yaml"),
+            "--config",
+            csv_logger_override(tmp_path),
+            *FAST,
+            "--trainer.callbacks.init_args.start_epoch=0",
+            "--trainer.log_every_n_steps=1",
+        ]
+    )
+    run_dir = Path(cli.trainer.log_dir)
+    assert json.loads((run_dir / "results.json").read_text())["test"]["test_accuracy"] > 0
+    with open(run_dir / "metrics.csv") as handle:
+        header = handle.readline().strip().split(",")
+    assert logged in header and f"{config}/coefficient/visual" in header

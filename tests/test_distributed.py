@@ -8,7 +8,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from pdmp_lightning import PDMPCallback
+from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPCallback
+from pdmp_lightning.data import SyntheticMultimodalDataModule
+from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 from tests.helpers import WithValidation, plateau_task, trainer
 
 
@@ -63,3 +65,58 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     for name, value in rank0["parameters"].items():
         assert torch.equal(rank1["parameters"][name], value), name
     assert (tmp_path / "pdmp_probe_report.json").is_file()
+
+
+class MultiplierRecorder(pl.Callback):
+    """Keeps every step's multipliers of the callback under test and saves them with the parameters."""
+
+    def __init__(self, directory: Path, watched: pl.Callback) -> None:
+        self.directory, self.watched, self.history = directory, watched, []
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: object) -> None:
+        self.history.append(dict(self.watched.multipliers))  # type: ignore[attr-defined]
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        torch.save(
+            {
+                "history": self.history,
+                "parameters": {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters()},
+            },
+            self.directory / f"rank{trainer.global_rank}.pt",
+        )
+
+
+BASELINES = {
+    "ogm_ge": lambda m: OGMGECallback(m, alpha=0.8),
+    "opm": lambda m: OPMCallback(m, start_epoch=0, p_exe=0.99),
+    "agm": lambda m: AGMCallback(m),
+    "mmpareto": lambda m: MMParetoCallback(m),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_ddp_spawn_baselines_agree_across_ranks(tmp_path: Path, name: str) -> None:
+    torch.manual_seed(0)
+    heads = name == "mmpareto"
+    encoders = {m: MLPEncoder(in_features=16, hidden=[16], out_features=16) for m in ("audio", "visual")}
+    model = MultimodalClassifier(
+        encoders, num_classes=4, unimodal_heads=heads, unimodal_loss_weight=1.0 if heads else 0.0
+    )
+    callback = BASELINES[name]({"audio": "encoders.audio", "visual": "encoders.visual"})
+    recorder = MultiplierRecorder(tmp_path, callback)
+    run = trainer(
+        callbacks=[callback, recorder],
+        strategy="ddp_spawn",
+        devices=2,
+        max_steps=-1,
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        precision="32-true",
+    )
+    run.fit(model, datamodule=SyntheticMultimodalDataModule(num_samples=320, batch_size=16))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(rank0["history"]) == 7 and rank0["history"] == rank1["history"]
+    if name in ("ogm_ge", "agm"):
+        assert any(value != 1.0 for step in rank0["history"] for value in step.values())
+    for parameter, value in rank0["parameters"].items():
+        assert torch.equal(rank1["parameters"][parameter], value), parameter

@@ -1,12 +1,26 @@
 """pdmp-lightning: Performance-Dominant Modality Prioritization and its baselines as Lightning callbacks."""
 
-from pdmp_lightning.callbacks import ModalityGradientMonitor, ModalityModulationCallback, PDMPCallback
+from pdmp_lightning.callbacks import (
+    AGMCallback,
+    BalancingCallback,
+    MMParetoCallback,
+    ModalityGradientMonitor,
+    ModalityModulationCallback,
+    OGMGECallback,
+    OPMCallback,
+    PDMPCallback,
+)
 from pdmp_lightning.errors import PDMPConfigurationError
 from pdmp_lightning.modulation.coefficients import priority_coefficients
 
 __all__ = [
+    "AGMCallback",
+    "BalancingCallback",
+    "MMParetoCallback",
     "ModalityGradientMonitor",
     "ModalityModulationCallback",
+    "OGMGECallback",
+    "OPMCallback",
     "PDMPCallback",
     "PDMPConfigurationError",
     "__version__",

@@ -50,6 +50,9 @@ class ModalityModulationCallback(Callback):
         log_prefix: Prefix of the logged names.
     """
 
+    #: What ``mechanism="auto"`` picks for SGD-like optimizers on unsharded strategies.
+    default_gradient_mechanism: str = "activation"
+
     def __init__(
         self,
         modalities: Mapping[str, ModalitySpecInput],
@@ -130,16 +133,16 @@ class ModalityModulationCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         mechanism = self._resolve_mechanism(trainer)
         self.mechanism_in_use = mechanism
-        self._modulator = build_modulator(mechanism, self.groups, dict(pl_module.named_parameters()), self.multipliers)
+        self._modulator = self._build_modulator(mechanism, pl_module)
         rank_zero_info(f"{type(self).__name__}: mechanism '{mechanism}'{self._mechanism_detail()}.")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._modulator is None:
             return
         if self.in_window(trainer.current_epoch) and not self._modulator.attached:
-            self._modulator.attach(trainer.optimizers)
+            self._activate(trainer)
         elif not self.in_window(trainer.current_epoch) and self._modulator.attached:
-            self._modulator.detach()
+            self._detach()
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         if self._modulator is not None:
@@ -149,7 +152,9 @@ class ModalityModulationCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
         if self._modulator is not None:
+            self._before_step_modulation(trainer, pl_module, optimizer)
             self._modulator.before_optimizer_step(optimizer)
+            self._after_step_modulation(trainer, pl_module, optimizer)
         interval = (
             getattr(trainer, "log_every_n_steps", 50) if self.log_every_n_steps is None else self.log_every_n_steps
         )
@@ -167,13 +172,32 @@ class ModalityModulationCallback(Callback):
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def _activate(self, trainer: pl.Trainer) -> None:
+        """Starts modulating (the window opened); subclasses add what else they register."""
+        assert self._modulator is not None
+        self._modulator.attach(trainer.optimizers)
+
     def _detach(self) -> None:
+        """Stops modulating and removes every hook; safe to call at any time, twice included."""
         if self._modulator is not None:
             self._modulator.detach()
 
+    def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator:
+        return build_modulator(mechanism, self.groups, dict(pl_module.named_parameters()), self.multipliers)
+
+    def _before_step_modulation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+        """Runs in ``on_before_optimizer_step`` before the mechanism's own work (gradients unscaled, accumulated)."""
+
+    def _after_step_modulation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+        """Runs in ``on_before_optimizer_step`` after the mechanism's own work, before clipping and the step."""
+
+    def _method_metrics(self) -> dict[str, float | torch.Tensor]:
+        """Method-specific values logged with the coefficients (scores, ratios, ...)."""
+        return {}
+
     def _step_metrics(self) -> dict[str, float | torch.Tensor]:
         assert self._modulator is not None
-        metrics: dict[str, float | torch.Tensor] = {}
+        metrics: dict[str, float | torch.Tensor] = dict(self._method_metrics()) if self.is_modulating else {}
         for modality, parameters in self._modulator.group_parameters.items():
             norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
             # A tensor, not a float: no host sync here; the logger reads it when it writes.
@@ -194,7 +218,7 @@ class ModalityModulationCallback(Callback):
         if self.mechanism == "auto":
             if adam_like:
                 return "update"
-            return "grad" if sharded else "activation"
+            return "grad" if sharded else self.default_gradient_mechanism
         if sharded and self.mechanism in ("activation", "parameter"):
             raise config_error(
                 "mechanism",

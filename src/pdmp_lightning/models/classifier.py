@@ -119,6 +119,19 @@ class MultimodalClassifier(pl.LightningModule):
         logits: Tensor = self.fusion(features)
         return logits
 
+    def split_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each modality's share of the fused logits (``concat`` and ``sum`` fusions); they add up to the logits."""
+        split = getattr(self.fusion, "split_logits", None)
+        if split is None:
+            raise config_error(
+                "fusion",
+                self.hparams["fusion"],
+                "'concat' or 'sum' for per-modality logits",
+                "film and gated fusions mix the modalities before the head, so their logits do not split.",
+            )
+        shares: dict[str, Tensor] = split(features)
+        return shares
+
     def unimodal_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each unimodal head's logits (requires ``unimodal_heads=True``)."""
         if self.unimodal_heads is None:

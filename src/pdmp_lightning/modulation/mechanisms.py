@@ -59,6 +59,11 @@ SCALE_INVARIANT_NAME_HINTS = (
 )
 
 
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 if it is in a half format (AMP logits), else unchanged (float64 stays)."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def is_scale_invariant(optimizer: Optimizer) -> bool:
     """Whether ``optimizer``'s update ignores a constant scale on the gradient (Adam-like)."""
     if isinstance(optimizer, SCALE_INVARIANT_OPTIMIZERS):

@@ -1,0 +1,205 @@
+"""Shared by the methods PDMP is compared with: labels and features of the step, rank-reduced scores."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from pdmp_lightning.batch import BatchKey, select_from_batch
+from pdmp_lightning.callbacks.base import ModalityModulationCallback
+from pdmp_lightning.errors import config_error
+from pdmp_lightning.modality import ModalitySpecInput
+from pdmp_lightning.modulation.capture import FeatureCapture
+from pdmp_lightning.modulation.mechanisms import Mechanism, at_least_float32
+from pdmp_lightning.protocol import require
+from pdmp_lightning.types import NonNegativeInt, PositiveInt
+
+
+def score_ratios(scores: Mapping[str, float]) -> dict[str, float]:
+    """``rho_m = s_m / mean_{j != m} s_j``: ``s_a / s_v`` with two modalities (OGM-GE and OPM).
+
+    Example:
+        >>> score_ratios({"a": 3.0, "v": 1.0, "d": 1.0})
+        {'a': 3.0, 'v': 0.5, 'd': 0.5}
+    """
+    ratios = {}
+    for modality, score in scores.items():
+        others = [s for m, s in scores.items() if m != modality]
+        reference = sum(others) / len(others)
+        ratios[modality] = score / reference if reference > 0 else (math.inf if score > 0 else 1.0)
+    return ratios
+
+
+def true_class_probability_sums(logits: Mapping[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+    """Per modality, the batch sum of the softmax probability of the true class (OGM's ``s_m``)."""
+    return {m: values.softmax(dim=1).gather(1, labels[:, None]).sum() for m, values in logits.items()}
+
+
+class BalancingCallback(ModalityModulationCallback):
+    """Base of OGM-GE, OPM, AGM and MMPareto.
+
+    While modulating it keeps the labels of the current batch (``target``) and, when the method
+    needs them, each modality's features from the training forward; a subclass turns them into
+    multipliers in :meth:`update_coefficients`, called before every backward.
+
+    Args:
+        modalities: Modality -> the parameters to modulate: its encoder's submodule path, or regexes.
+        features: Modality -> dotted path of the submodule whose output are that modality's features;
+            default: the modality's own (single) submodule path.
+        target: Batch key or index of the integer labels.
+        start_epoch: First modulated epoch.
+        end_epoch: First epoch after the window (exclusive), or None.
+        mechanism: How the multipliers act; see :class:`ModalityModulationCallback`.
+        seed: Seed of the method's random draws (identical on every rank).
+        log_every_n_steps: Interval of the coefficient, score and gradient-norm logs.
+        log_prefix: Prefix of the logged names.
+    """
+
+    #: Protocol members (see :mod:`pdmp_lightning.protocol`) the method needs from the module.
+    required: tuple[str, ...] = ()
+    #: Whether the method reads each modality's features from the training forward.
+    needs_features: bool = True
+
+    def __init__(
+        self,
+        modalities: Mapping[str, ModalitySpecInput],
+        *,
+        features: Mapping[str, str] | None = None,
+        target: BatchKey = "label",
+        start_epoch: NonNegativeInt = 0,
+        end_epoch: PositiveInt | None = None,
+        mechanism: Mechanism = "auto",
+        seed: int = 0,
+        log_every_n_steps: NonNegativeInt | None = None,
+        log_prefix: str = "balancing",
+    ) -> None:
+        super().__init__(
+            modalities,
+            start_epoch=start_epoch,
+            end_epoch=end_epoch,
+            mechanism=mechanism,
+            log_every_n_steps=log_every_n_steps,
+            log_prefix=log_prefix,
+        )
+        if isinstance(target, bool) or not isinstance(target, str | int):
+            raise config_error("target", target, "a batch key (str) or a tuple index (int)")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise config_error("seed", seed, "an integer")
+        if features is not None and (
+            not isinstance(features, Mapping) or sorted(features) != sorted(self.modality_names)
+        ):
+            raise config_error("features", features, f"None or one submodule path for each of {self.modality_names}")
+        self.feature_paths = dict(features) if features is not None else None
+        self.target = target
+        self.seed = seed
+        self._capture: FeatureCapture | None = None
+        self._labels: Tensor | None = None
+
+    # --- what a method implements ---------------------------------------------------------------
+
+    def update_coefficients(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        """Sets :attr:`multipliers` for the coming backward (called only while modulating)."""
+
+    # --- Lightning hooks ------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        name = type(self).__name__
+        require(pl_module, name, *self.required)
+        own = getattr(pl_module, "modalities", None)
+        if isinstance(own, list | tuple) and sorted(own) != sorted(self.modality_names):
+            raise config_error(
+                "modalities",
+                self.modality_names,
+                f"the module's own modality names {sorted(own)}",
+                "the method exchanges feature dicts with the module, keyed by modality name.",
+            )
+        self._capture = FeatureCapture(self._feature_modules(pl_module)) if self.needs_features else None
+        self.multipliers.clear()
+        self.multipliers.update(dict.fromkeys(self.modality_names, 1.0))
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.is_modulating:
+            self._labels = select_from_batch(batch, self.target, "target").reshape(-1).long()
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        if self.is_modulating:
+            self.update_coefficients(trainer, pl_module, loss)
+        super().on_before_backward(trainer, pl_module, loss)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._capture is not None:
+            self._capture.features.clear()  # the graph they hold is done with
+
+    def _activate(self, trainer: pl.Trainer) -> None:
+        super()._activate(trainer)
+        if self._capture is not None:
+            self._capture.attach()
+
+    def _detach(self) -> None:
+        super()._detach()
+        if self._capture is not None:
+            self._capture.detach()
+        self._labels = None
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _feature_modules(self, pl_module: pl.LightningModule) -> dict[str, torch.nn.Module]:
+        modules = {}
+        for modality, group in self.groups.items():
+            path = (self.feature_paths or {}).get(modality)
+            if path is not None:
+                argument = f"features[{modality!r}]"
+                try:
+                    modules[modality] = pl_module.get_submodule(path)
+                except AttributeError:
+                    top = [n for n, _ in pl_module.named_children()]
+                    raise config_error(
+                        argument, path, "a dotted path of an existing submodule", f"top-level: {top}"
+                    ) from None
+            elif len(group.modules) == 1:
+                modules[modality] = group.modules[0]
+            else:
+                raise config_error(
+                    f"modalities[{modality!r}]",
+                    list(group.module_paths) or "a 're:' pattern",
+                    f"a single submodule path for {type(self).__name__}, whose output are the modality's features",
+                    f"or pass features={{{modality!r}: '<encoder path>'}}.",
+                )
+        return modules
+
+    def features(self) -> dict[str, Tensor]:
+        """This step's features (with their graph), keyed by modality."""
+        assert self._capture is not None
+        return self._capture.take()
+
+    def labels(self) -> Tensor:
+        """This step's labels."""
+        if self._labels is None:
+            raise RuntimeError("no labels captured for this step: on_train_batch_start did not run while modulating")
+        return self._labels
+
+    @staticmethod
+    def reduce(trainer: pl.Trainer, values: Mapping[str, Tensor], op: str = "sum") -> dict[str, float]:
+        """Reduces per-modality scalars across processes (sum or mean), in one collective call."""
+        names = sorted(values)
+        stacked = torch.stack([at_least_float32(values[m].detach()).reshape(()) for m in names])
+        reduced = trainer.strategy.reduce(stacked, reduce_op=op)
+        assert isinstance(reduced, Tensor)
+        return {m: float(v) for m, v in zip(names, reduced.tolist(), strict=True)}
+
+    def step_generator(self, trainer: pl.Trainer, device: torch.device, per_rank: bool = False) -> torch.Generator:
+        """A generator seeded by the seed and the global step: the same draws on every rank unless ``per_rank``."""
+        key = f"{self.seed}:{trainer.global_step}:{trainer.global_rank if per_rank else 0}".encode()
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
+        return torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,157 @@
+"""OPM: on-the-fly prediction modulation (Wei et al., TPAMI 2024), acting on the forward pass."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from pdmp_lightning import protocol
+from pdmp_lightning.batch import BatchKey
+from pdmp_lightning.callbacks.balancing import BalancingCallback, score_ratios, true_class_probability_sums
+from pdmp_lightning.errors import config_error
+from pdmp_lightning.modality import ModalitySpecInput
+from pdmp_lightning.types import NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveInt
+
+
+def drop_probability(rho: float, q_base: float, lam: float) -> float:
+    """``q = q_base * (1 + lam * tanh(rho - 1))`` clipped to [0, 1].
+
+    Example:
+        >>> round(drop_probability(1.0, 0.5, 0.5), 6), round(drop_probability(3.0, 0.5, 0.5), 4)
+        (0.5, 0.741)
+    """
+    return min(1.0, max(0.0, q_base * (1.0 + lam * math.tanh(rho - 1.0))))
+
+
+def drop_features(
+    features: Mapping[str, Tensor], modality: str, q: float, generator: torch.Generator
+) -> tuple[dict[str, Tensor], Tensor, float]:
+    """Drops ``modality``'s features per sample with probability ``q`` and rescales what is kept.
+
+    A dropped sample's features of ``modality`` become zero. Every kept feature is divided by
+    ``1 - theta``, with ``theta = q * d_modality / sum_j d_j`` the expected share of the fused feature
+    dimensions dropped (inverted dropout over the concatenated features).
+
+    Returns:
+        The new features, the boolean drop mask ``[B]`` and ``theta``.
+    """
+    reference = features[modality]
+    dropped = torch.rand(reference.shape[0], generator=generator, device=reference.device) < q
+    total = sum(f.shape[1] for f in features.values())
+    theta = q * reference.shape[1] / total
+    scale = 1.0 / (1.0 - theta)
+    keep = (~dropped).to(reference.dtype)[:, None]
+    out = {m: (f * keep if m == modality else f) * scale for m, f in features.items()}
+    return out, dropped, theta
+
+
+class OPMCallback(BalancingCallback):
+    """OPM: drops the currently stronger modality's features, sample by sample, in the forward pass.
+
+    OPM *suppresses* the stronger modality by hiding it from the fusion head (PDMP *boosts* the
+    dominant one). Each training step, with probability ``p_exe`` (the same draw on every process),
+    the split-logit scores ``s_m`` of the batch (summed over processes) give ``rho``; the modality with
+    the largest ``rho > 1`` has its features zeroed per sample with probability
+    ``q = q_base (1 + lam tanh(rho - 1))``, and kept features are rescaled by ``1 / (1 - theta)``
+    (see :func:`drop_features`). It acts through a forward pre-hook on the module's ``fusion``, so no
+    gradient is scaled. Only one modality is dropped per step, so no sample ever loses every
+    modality (the original's rule for dropping such samples never applies).
+
+    Args:
+        modalities: Modality -> encoder submodule path (its output are the features).
+        q_base: Base drop probability.
+        lam: Strength of the ratio's effect on the drop probability.
+        p_exe: Probability that a step modulates at all.
+        target: Batch key or index of the labels.
+        start_epoch: First modulated epoch (5 warm-up epochs in the paper).
+        end_epoch: First epoch after the window (exclusive), or None.
+        seed: Seed of the draws.
+        log_every_n_steps: Interval of the logs (``opm/drop_probability``, ``opm/dropped/*``, ...).
+
+    Example:
+        >>> callback = OPMCallback({"audio": "encoders.audio", "visual": "encoders.visual"})
+    """
+
+    required = ("split_logits", "fusion")
+    needs_features = False
+
+    def __init__(
+        self,
+        modalities: Mapping[str, ModalitySpecInput],
+        q_base: OpenUnitInterval = 0.5,
+        lam: NonNegativeFloat = 0.5,
+        p_exe: OpenUnitInterval = 0.7,
+        target: BatchKey = "label",
+        start_epoch: NonNegativeInt = 5,
+        end_epoch: PositiveInt | None = None,
+        seed: int = 0,
+        log_every_n_steps: NonNegativeInt | None = None,
+    ) -> None:
+        super().__init__(
+            modalities,
+            target=target,
+            start_epoch=start_epoch,
+            end_epoch=end_epoch,
+            mechanism="grad",  # no gradient is scaled: the multipliers stay 1
+            seed=seed,
+            log_every_n_steps=log_every_n_steps,
+            log_prefix="opm",
+        )
+        for name, value, low, high in (("q_base", q_base, 0.0, 1.0), ("p_exe", p_exe, 0.0, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
+                raise config_error(name, value, f"a number in ({low:g}, {high:g}]")
+        if isinstance(lam, bool) or not isinstance(lam, int | float) or not math.isfinite(lam) or lam < 0:
+            raise config_error("lam", lam, "a finite number >= 0")
+        self.q_base, self.lam, self.p_exe = float(q_base), float(lam), float(p_exe)
+        self.last: dict[str, float] = {}
+        self._trainer: pl.Trainer | None = None
+        self._pl_module: pl.LightningModule | None = None
+        self._fusion_handle: RemovableHandle | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self._trainer, self._pl_module = trainer, pl_module
+
+    def _activate(self, trainer: pl.Trainer) -> None:
+        super()._activate(trainer)
+        assert self._pl_module is not None
+        fusion: nn.Module = getattr(self._pl_module, "fusion")  # noqa: B009 - checked to be a module
+        self._fusion_handle = fusion.register_forward_pre_hook(self._modulate, with_kwargs=True)
+
+    def _detach(self) -> None:
+        super()._detach()
+        if self._fusion_handle is not None:
+            self._fusion_handle.remove()
+            self._fusion_handle = None
+
+    def _modulate(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not (module.training and torch.is_grad_enabled()) or not args or not isinstance(args[0], Mapping):
+            return None
+        trainer, pl_module = self._trainer, self._pl_module
+        assert trainer is not None and pl_module is not None
+        features: Mapping[str, Tensor] = args[0]
+        labels = self.labels()
+        with torch.no_grad():
+            shares = protocol.split_logits(pl_module, {m: f.detach() for m, f in features.items()})
+        ratios = score_ratios(self.reduce(trainer, true_class_probability_sums(shares, labels), op="sum"))
+        device = next(iter(features.values())).device
+        execute = float(torch.rand((), generator=self.step_generator(trainer, device), device=device)) < self.p_exe
+        strongest = max(sorted(ratios), key=lambda m: ratios[m])
+        self.last = {f"ratio/{m}": r for m, r in ratios.items()} | {"executed": float(execute)}
+        if not execute or ratios[strongest] <= 1.0:
+            self.last.update(drop_probability=0.0)
+            return None
+        q = drop_probability(ratios[strongest], self.q_base, self.lam)
+        generator = self.step_generator(trainer, device, per_rank=True)
+        new_features, dropped, theta = drop_features(features, strongest, q, generator)
+        self.last.update({"drop_probability": q, "theta": theta, f"dropped/{strongest}": float(dropped.float().mean())})
+        return (new_features, *args[1:]), kwargs
+
+    def _method_metrics(self) -> dict[str, float | Tensor]:
+        return {f"opm/{name}": value for name, value in self.last.items()}
