@@ -317,3 +317,19 @@ def test_mmpareto_needs_the_unimodal_losses() -> None:
 def test_ogm_needs_a_fusion_whose_logits_split() -> None:
     with pytest.raises(PDMPConfigurationError, match=r"`fusion`: got 'film'"):
         trainer(callbacks=[OGMGECallback(MODALITIES)], max_steps=1).fit(model(fusion="film"), datamodule=data())
+
+
+def test_ogm_on_a_regex_selection_with_explicit_feature_modules() -> None:
+    module = model()
+    callback = OGMGECallback(
+        {"audio": r"re:^encoders\.audio\.net\.0\.weight$", "visual": r"re:^encoders\.visual\.net\.0\.weight$"},
+        features={"audio": "encoders.audio", "visual": "encoders.visual"},
+        generalization_enhancement=False,
+    )
+    modulated, plain = one_step(callback, module), one_step(None, module)
+    k = callback.multipliers
+    assert min(k.values()) < 1.0
+    for name, delta in plain.items():
+        modality = next((m for m in k if name == f"encoders.{m}.net.0.weight"), None)
+        expected = delta * (k[modality] if modality else 1.0)  # every other tensor moves as without OGM
+        torch.testing.assert_close(modulated[name], expected, rtol=1e-6, atol=1e-12, msg=name)
