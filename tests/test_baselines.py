@@ -333,3 +333,15 @@ def test_ogm_on_a_regex_selection_with_explicit_feature_modules() -> None:
         modality = next((m for m in k if name == f"encoders.{m}.net.0.weight"), None)
         expected = delta * (k[modality] if modality else 1.0)  # every other tensor moves as without OGM
         torch.testing.assert_close(modulated[name], expected, rtol=1e-6, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_opm_and_mmpareto_do_not_warn_about_gradient_scaling_with_adam(optimizer: str) -> None:
+    factory = (lambda p: torch.optim.AdamW(p, lr=1e-3)) if optimizer == "adamw" else None
+    for callback, kwargs in (
+        (OPMCallback(MODALITIES, start_epoch=0), {}),
+        (MMParetoCallback(MODALITIES), {"unimodal_heads": True, "unimodal_loss_weight": 1.0}),
+    ):
+        module = model(**kwargs, **({"optimizer": factory} if factory else {}))
+        trainer(callbacks=[callback], max_steps=2, limit_val_batches=0).fit(module, **fixed_loaders())
+        assert callback.mechanism_in_use in ("grad", "replace")

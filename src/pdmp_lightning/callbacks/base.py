@@ -131,7 +131,9 @@ class ModalityModulationCallback(Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        mechanism = self._resolve_mechanism(trainer)
+        self._install_modulator(self._resolve_mechanism(trainer), pl_module)
+
+    def _install_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> None:
         self.mechanism_in_use = mechanism
         self._modulator = self._build_modulator(mechanism, pl_module)
         rank_zero_info(f"{type(self).__name__}: mechanism '{mechanism}'{self._mechanism_detail()}.")
@@ -214,7 +216,7 @@ class ModalityModulationCallback(Callback):
             o for o in trainer.optimizers if any(id(p) in group_ids for g in o.param_groups for p in g["params"])
         ]
         adam_like = [type(o).__name__ for o in holding if is_scale_invariant(o)]
-        sharded = isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy)
+        sharded = self._is_sharded(trainer)
         if self.mechanism == "auto":
             if adam_like:
                 return "update"
@@ -232,6 +234,10 @@ class ModalityModulationCallback(Callback):
                 "so constant coefficients change almost nothing. Hint: use mechanism='auto' or 'update'."
             )
         return self.mechanism
+
+    @staticmethod
+    def _is_sharded(trainer: pl.Trainer) -> bool:
+        return isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy)
 
     def _group_parameters(self, trainer: pl.Trainer) -> list[Any]:
         named = dict(trainer.lightning_module.named_parameters())

@@ -154,6 +154,16 @@ class MMParetoCallback(BalancingCallback):
                 "set model.init_args.unimodal_heads: true and unimodal_loss_weight: 1.0.",
             )
 
+    def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
+        if self._is_sharded(trainer):
+            raise config_error(
+                "Trainer(strategy=...)",
+                type(trainer.strategy).__name__,
+                "a single-device or DDP strategy for MMParetoCallback",
+                "it replaces each encoder's gradient through parameter hooks, which sharded parameters do not support.",
+            )
+        return "replace"
+
     def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator:
         return _ReplacingModulator(self.groups, dict(pl_module.named_parameters()), self.multipliers)
 

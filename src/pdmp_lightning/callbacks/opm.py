@@ -118,6 +118,9 @@ class OPMCallback(BalancingCallback):
         super().on_fit_start(trainer, pl_module)
         self._trainer, self._pl_module = trainer, pl_module
 
+    def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
+        return "grad"  # OPM scales no gradient; the "grad" modulator with multipliers of 1 does nothing
+
     def _activate(self, trainer: pl.Trainer) -> None:
         super()._activate(trainer)
         assert self._pl_module is not None

@@ -185,6 +185,8 @@ class PDMPCallback(ModalityModulationCallback):
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Resolved first: an incompatible mechanism fails before any probe runs or report is written.
+        mechanism = self._resolve_mechanism(trainer)
         outcome = None
         if self._given_ranking is not None:
             # An explicit ranking wins over anything a checkpoint holds.
@@ -199,7 +201,7 @@ class PDMPCallback(ModalityModulationCallback):
             outcome = self._probe(trainer, pl_module)
         self._set_coefficients()
         self._publish(trainer, outcome)
-        super().on_train_start(trainer, pl_module)
+        self._install_modulator(mechanism, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         return {
