@@ -1,0 +1,114 @@
+"""Test accuracy of PDMP against every baseline, joint training and the best single modality.
+
+Every method gets the same model, optimizer, epochs and seeded splits; the checkpoint with the best
+validation accuracy is tested. "best_single" is, per seed, the unimodal model with the best
+validation accuracy. Writes ``docs/benchmarks/accuracy.{json,md,png}``.
+
+    python -m benchmarks.accuracy                    # 7 tasks x 5 seeds (about half an hour on 2 cores)
+    python -m benchmarks.accuracy --quick            # 2 tasks x 2 seeds, 3 epochs (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmarks.common import METHODS, OUT, TASKS, Run, machine, mean_std, run_all, write_json
+
+COLUMNS = (*METHODS, "best_single")
+
+
+def best_single(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (task, seed), the unimodal run with the best validation accuracy, as a "best_single" row."""
+    chosen: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        if row["method"].startswith("unimodal:"):
+            key = (row["task"], row["seed"])
+            if key not in chosen or row["best_val_accuracy"] > chosen[key]["best_val_accuracy"]:
+                chosen[key] = row
+    return [{**row, "method": "best_single", "modality": row["method"].split(":", 1)[1]} for row in chosen.values()]
+
+
+def table(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    by_cell: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        by_cell[(row["task"], row["method"])].append(row[metric])
+    lines = [
+        "| task | imbalanced | " + " | ".join(COLUMNS) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for task in dict.fromkeys(row["task"] for row in rows):
+        cells = []
+        means = {m: mean_std(by_cell[(task, m)])[0] for m in COLUMNS}
+        best = max((v for v in means.values() if v == v), default=None)
+        for method in COLUMNS:
+            mean, std = mean_std(by_cell[(task, method)])
+            text = f"{100 * mean:.2f} ± {100 * std:.2f}" if mean == mean else "-"
+            cells.append(f"**{text}**" if mean == best else text)
+        lines.append(f"| {task} | {TASKS[task].imbalanced} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(rows: list[dict[str, Any]]) -> None:
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    figure = Figure(figsize=(max(8, 2 * len(tasks)), 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    width = 0.8 / len(COLUMNS)
+    for index, method in enumerate(COLUMNS):
+        stats = [
+            mean_std([r["test_accuracy"] for r in rows if r["task"] == t and r["method"] == method]) for t in tasks
+        ]
+        positions = [t + (index - len(COLUMNS) / 2) * width + width / 2 for t in range(len(tasks))]
+        axis.bar(positions, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=method, capsize=2)
+    axis.set_xticks(range(len(tasks)), tasks, rotation=15)
+    axis.set(ylabel="test accuracy", title="Test accuracy (mean ± std over seeds)")
+    low = min(r["test_accuracy"] for r in rows)
+    axis.set_ylim(max(0.0, low - 0.05), 1.0)
+    axis.legend(ncol=4, fontsize=8)
+    figure.savefig(OUT / "accuracy.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args()
+    tasks = ["synthetic2", "mfeat_mor_pix"] if options.quick else options.tasks
+    seeds = 2 if options.quick else options.seeds
+    epochs = 3 if options.quick else None
+    runs = [
+        Run(task, method, seed, epochs=epochs)
+        for task in tasks
+        for seed in range(seeds)
+        for method in (*METHODS, *(f"unimodal:{m}" for m in TASKS[task].modalities))
+    ]
+    raw = run_all(runs)
+    rows = [r for r in raw if not r["method"].startswith("unimodal:")] + best_single(raw)
+    suffix = "_quick" if options.quick else ""
+    write_json(
+        f"accuracy{suffix}.json",
+        {"machine": machine(), "rows": rows, "unimodal_runs": [r for r in raw if r["method"].startswith("unimodal:")]},
+    )
+    lines = [
+        f"Test accuracy (%) , mean ± std over {seeds} seeds; {machine()}.",
+        "",
+        *table(rows, "test_accuracy"),
+        "",
+        "Test macro-F1 (%):",
+        "",
+        *table(rows, "test_macro_f1"),
+    ]
+    (OUT / f"accuracy{suffix}.md").write_text("\n".join(lines) + "\n")
+    if not options.quick:
+        plot(rows)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""What the benchmark scripts share: the tasks, the methods, one training run, parallel execution, reports.
+
+Every method trains the same model (MLP encoders, concat fusion, SGD lr 0.005 momentum 0.9) for the
+same number of epochs on the same seeded splits; the checkpoint with the best validation accuracy
+is tested. Runs execute in worker processes (one torch thread each), several at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+import pdmp_lightning
+from pdmp_lightning.data import SyntheticModality, SyntheticMultimodalDataModule, UCIMultipleFeaturesDataModule
+from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "benchmarks"
+METHODS = ("joint", "pdmp", "ogm_ge", "opm", "agm", "mmpareto")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A dataset configuration, its training budget and whether its modalities are imbalanced."""
+
+    name: str
+    imbalanced: bool
+    epochs: int
+    modalities: tuple[str, ...]
+    description: str
+
+
+TASKS = {
+    task.name: task
+    for task in (
+        Task("synthetic2", True, 15, ("audio", "visual"), "generated: fast audio (0.6) + slow visual (0.95)"),
+        Task("synthetic3", True, 15, ("rgb", "depth", "ir"), "generated: slow rgb (0.95) + fast depth (0.6), ir (0.5)"),
+        Task("synthetic2_balanced", False, 15, ("left", "right"), "generated: two fast modalities of 0.75 each"),
+        Task("mfeat_fou_kar", True, 30, ("fou", "kar"), "UCI digits, Fourier (~0.82) + Karhunen-Loeve (~0.96) views"),
+        Task("mfeat_mor_pix", True, 30, ("mor", "pix"), "UCI digits, morphological (~0.79) + pixel (~0.98) views"),
+        Task("mfeat_fac_pix", False, 30, ("fac", "pix"), "UCI digits, profile correlations (~0.97) + pixels (~0.98)"),
+        Task("mfeat_all", True, 30, ("fou", "fac", "kar", "pix", "zer", "mor"), "UCI digits, all six views"),
+    )
+}  # fmt: skip
+
+SYNTHETIC = {
+    "synthetic2": None,  # the datamodule's default
+    "synthetic3": [
+        SyntheticModality("rgb", 0.95, "slow", dim=16, noise=0.3),
+        SyntheticModality("depth", 0.6, "fast", dim=16, noise=0.5),
+        SyntheticModality("ir", 0.5, "fast", dim=16, noise=0.5),
+    ],
+    "synthetic2_balanced": [
+        SyntheticModality("left", 0.75, "fast", dim=16, noise=0.5),
+        SyntheticModality("right", 0.75, "fast", dim=16, noise=0.5),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a task, a method (or ``unimodal:<modality>``), a seed and method options."""
+
+    task: str
+    method: str
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    test: bool = True
+    #: Stop after the probes and one training step (probe cost and ranking only).
+    probe_only: bool = False
+
+
+def datamodule(task: Task, seed: int) -> pl.LightningDataModule:
+    if task.name.startswith("mfeat"):
+        return UCIMultipleFeaturesDataModule(views=list(task.modalities), batch_size=64, seed=seed)  # type: ignore[arg-type]
+    return SyntheticMultimodalDataModule(SYNTHETIC[task.name], num_samples=3000, batch_size=64, seed=seed)
+
+
+def sgd(parameters: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(parameters, lr=0.005, momentum=0.9)
+
+
+def model(data: Any, modalities: Sequence[str], heads: bool = False, optimizer: Callable[..., Any] = sgd) -> Any:
+    dims = data.feature_dims
+    encoders = {m: MLPEncoder(in_features=dims[m], hidden=[64], out_features=64) for m in modalities}
+    return MultimodalClassifier(
+        encoders,
+        num_classes=data.num_classes,
+        unimodal_heads=heads,
+        unimodal_loss_weight=1.0 if heads else 0.0,
+        optimizer=optimizer,
+    )
+
+
+def method_callback(method: str, modalities: Sequence[str], options: dict[str, Any]) -> Callback | None:
+    paths = {m: f"encoders.{m}" for m in modalities}
+    factories: dict[str, Callable[..., Callback]] = {
+        "pdmp": pdmp_lightning.PDMPCallback,
+        "ogm_ge": pdmp_lightning.OGMGECallback,
+        "opm": pdmp_lightning.OPMCallback,
+        "agm": pdmp_lightning.AGMCallback,
+        "mmpareto": pdmp_lightning.MMParetoCallback,
+    }
+    return factories[method](paths, **options) if method in factories else None
+
+
+def execute(run: Run) -> dict[str, Any]:
+    """Trains one run and returns its metrics, timings and (for PDMP) the probe outcome."""
+    task = TASKS[run.task]
+    pl.seed_everything(run.seed, workers=True, verbose=False)
+    data = datamodule(task, run.seed)
+    unimodal = run.method.startswith("unimodal:")
+    modalities = [run.method.split(":", 1)[1]] if unimodal else list(task.modalities)
+    module = model(data, modalities, heads=run.method == "mmpareto")
+    callback = None if unimodal else method_callback(run.method, task.modalities, run.options)
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = ModelCheckpoint(dirpath=scratch, monitor="val_accuracy", mode="max")
+        trainer = pl.Trainer(
+            max_epochs=run.epochs or task.epochs,
+            max_steps=1 if run.probe_only else -1,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            callbacks=[c for c in (callback, checkpoint) if c is not None],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+            default_root_dir=scratch,
+        )
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=data)
+        train_seconds = time.perf_counter() - started
+        tested = run.test and not run.probe_only
+        test = trainer.test(module, datamodule=data, ckpt_path="best", verbose=False)[0] if tested else {}
+    row: dict[str, Any] = {
+        "task": run.task,
+        "imbalanced": task.imbalanced,
+        "method": run.method,
+        "seed": run.seed,
+        "options": run.options,
+        "test_accuracy": test.get("test_accuracy"),
+        "test_macro_f1": test.get("test_macro_f1"),
+        "best_val_accuracy": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "train_seconds": round(train_seconds, 2),
+    }
+    if isinstance(callback, pdmp_lightning.PDMPCallback) and callback.probe_outcome is not None:
+        row.update(
+            probe_ranking=callback.ranking,
+            probe_scores=callback.probe_scores,
+            probe_seconds=round(callback.probe_outcome.seconds, 2),
+        )
+    return row
+
+
+def _initialise_worker() -> None:
+    torch.set_num_threads(1)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def run_all(runs: Iterable[Run], processes: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Executes the runs in worker processes (default: one per core), in order of submission."""
+    runs = list(runs)
+    processes = processes or max(1, min(os.cpu_count() or 1, len(runs)))
+    context = multiprocessing.get_context("spawn")
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    with context.Pool(processes, initializer=_initialise_worker) as pool:
+        for index, row in enumerate(pool.imap(execute, runs), start=1):
+            rows.append(row)
+            if progress:
+                elapsed = time.perf_counter() - started
+                print(f"[{index}/{len(runs)} {elapsed:.0f}s] {row['task']} {row['method']} seed {row['seed']}: "
+                      f"test acc {row['test_accuracy']}", flush=True)  # fmt: skip
+    return rows
+
+
+def machine() -> str:
+    """The machine the figures come from."""
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, lightning {pl.__version__}, CPU only"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def write_json(name: str, payload: Any, out: Path = OUT) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return str(value)
