@@ -131,7 +131,8 @@ def execute(run: Run) -> dict[str, Any]:
     module = model(data, modalities, heads=run.method == "mmpareto")
     callback = None if unimodal else method_callback(run.method, task.modalities, run.options)
     with tempfile.TemporaryDirectory() as scratch:
-        checkpoint = ModelCheckpoint(dirpath=scratch, monitor="val_accuracy", mode="max")
+        # A probe-only run stops after one step, before any validation: nothing to select.
+        checkpoint = None if run.probe_only else ModelCheckpoint(dirpath=scratch, monitor="val_accuracy", mode="max")
         trainer = pl.Trainer(
             max_epochs=run.epochs or task.epochs,
             max_steps=1 if run.probe_only else -1,
@@ -157,7 +158,9 @@ def execute(run: Run) -> dict[str, Any]:
         "options": run.options,
         "test_accuracy": test.get("test_accuracy"),
         "test_macro_f1": test.get("test_macro_f1"),
-        "best_val_accuracy": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_val_accuracy": None
+        if checkpoint is None or checkpoint.best_model_score is None
+        else float(checkpoint.best_model_score),
         "train_seconds": round(train_seconds, 2),
     }
     if isinstance(callback, pdmp_lightning.PDMPCallback) and callback.probe_outcome is not None:

@@ -73,7 +73,8 @@ class PDMPCallback(ModalityModulationCallback):
             or ``"update"``.
         probe_metric: ``"accuracy"`` or ``"macro_f1"`` on the validation data.
         probe_max_epochs: Hard cap on probe epochs.
-        probe_min_epochs: Epochs every probe trains before its stopping rule applies.
+        probe_min_epochs: Epochs every probe trains before its stopping rule applies (None: 3, or
+            ``probe_max_epochs`` if smaller).
         probe_patience: A probe stops after this many epochs without improvement.
         probe_min_delta: Smallest score increase that counts as improvement.
         probe_data_fraction: Fraction of the train batches in each probe epoch (0, 1].
@@ -108,7 +109,7 @@ class PDMPCallback(ModalityModulationCallback):
         mechanism: Mechanism = "auto",
         probe_metric: ProbeMetric = "accuracy",
         probe_max_epochs: PositiveInt = 20,
-        probe_min_epochs: PositiveInt = 3,
+        probe_min_epochs: PositiveInt | None = None,
         probe_patience: PositiveInt = 3,
         probe_min_delta: NonNegativeFloat = 0.0,
         probe_data_fraction: Fraction = 1.0,
@@ -325,7 +326,7 @@ class PDMPCallback(ModalityModulationCallback):
 def _probe_settings(
     metric: str,
     max_epochs: int,
-    min_epochs: int,
+    min_epochs: int | None,
     patience: int,
     min_delta: float,
     data_fraction: float,
@@ -342,6 +343,8 @@ def _probe_settings(
         raise config_error("probe_metric", metric, f"one of {list(PROBE_METRICS)}")
     positive_int("probe_max_epochs", max_epochs)
     positive_int("probe_patience", patience)
+    if min_epochs is None:
+        min_epochs = min(3, max_epochs)
     positive_int("probe_min_epochs", min_epochs)
     if min_epochs > max_epochs:
         raise config_error("probe_min_epochs", min_epochs, f"at most probe_max_epochs ({max_epochs})")
