@@ -57,6 +57,22 @@ def top_gap(scores: dict[str, float]) -> float:
     return round(best - second, 4)
 
 
+def compare(row: dict[str, Any], full: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    """A probe run's ranking against the full-training ranking of the same (task, seed)."""
+    reference = full[(row["task"], row["seed"])]
+    return {
+        "task": row["task"],
+        "seed": row["seed"],
+        "probe_ranking": row["probe_ranking"],
+        "full_ranking": reference["ranking"],
+        "ranking_match": row["probe_ranking"] == reference["ranking"],
+        "dominant_match": row["probe_ranking"][0] == reference["ranking"][0],
+        "full_top_gap": top_gap(reference["scores"]),
+        "full_scores": reference["scores"],
+        "probe_seconds": row["probe_seconds"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
@@ -69,44 +85,20 @@ def main() -> None:
     default_rows = run_all(
         Run(t, "pdmp", s, test=False, epochs=3 if options.quick else None) for t in tasks for s in range(seeds)
     )
-    rows = []
-    for row in default_rows:
-        reference = full[(row["task"], row["seed"])]
-        rows.append(
-            {
-                "task": row["task"],
-                "seed": row["seed"],
-                "probe_ranking": row["probe_ranking"],
-                "full_ranking": reference["ranking"],
-                "ranking_match": row["probe_ranking"] == reference["ranking"],
-                "dominant_match": row["probe_ranking"][0] == reference["ranking"][0],
-                "full_top_gap": top_gap(reference["scores"]),
-                "probe_seconds": row["probe_seconds"],
-                "train_seconds": round(row["train_seconds"] - row["probe_seconds"], 2),
-                "probe_scores": row["probe_scores"],
-                "full_scores": reference["scores"],
-                "settings": "default",
-            }
-        )
+    rows = [
+        {
+            **compare(row, full),
+            "train_seconds": round(row["train_seconds"] - row["probe_seconds"], 2),
+            "probe_scores": row["probe_scores"],
+            "settings": "default",
+        }
+        for row in default_rows
+    ]
     # The budget varied: probes only (one training step), fraction x epoch cap.
     variant_runs = [
         Run(t, "pdmp", s, options=v, probe_only=True) for v in VARIANTS for t in tasks for s in range(seeds)
     ]
-    variants = []
-    for row in run_all(variant_runs):
-        reference = full[(row["task"], row["seed"])]
-        variants.append(
-            {
-                "task": row["task"],
-                "seed": row["seed"],
-                **row["options"],
-                "probe_ranking": row["probe_ranking"],
-                "full_ranking": reference["ranking"],
-                "ranking_match": row["probe_ranking"] == reference["ranking"],
-                "dominant_match": row["probe_ranking"][0] == reference["ranking"][0],
-                "probe_seconds": row["probe_seconds"],
-            }
-        )
+    variants = [{**compare(row, full), **row["options"]} for row in run_all(variant_runs)]
     suffix = "_quick" if options.quick else ""
     write_json(f"probes{suffix}.json", {"machine": machine(), "rows": rows, "variants": variants})
     match = statistics.mean(r["ranking_match"] for r in rows)

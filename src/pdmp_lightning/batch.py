@@ -16,6 +16,13 @@ from pdmp_lightning.errors import config_error
 BatchKey = str | int
 
 
+def check_batch_key(argument: str, key: object) -> BatchKey:
+    """Returns ``key`` if it can address a batch (a dict key or a tuple index), else raises naming ``argument``."""
+    if isinstance(key, bool) or not isinstance(key, str | int):
+        raise config_error(argument, key, "a batch key (str) or a tuple index (int)")
+    return key
+
+
 def select_from_batch(batch: Any, key: BatchKey, argument: str) -> Tensor:
     """Returns ``batch[key]`` as a tensor, or raises an error that names ``argument``.
 

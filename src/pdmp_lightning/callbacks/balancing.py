@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from pdmp_lightning.batch import BatchKey, select_from_batch
+from pdmp_lightning.batch import BatchKey, check_batch_key, select_from_batch
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
 from pdmp_lightning.errors import config_error
 from pdmp_lightning.modality import ModalitySpecInput
@@ -87,8 +87,6 @@ class BalancingCallback(ModalityModulationCallback):
             log_every_n_steps=log_every_n_steps,
             log_prefix=log_prefix,
         )
-        if isinstance(target, bool) or not isinstance(target, str | int):
-            raise config_error("target", target, "a batch key (str) or a tuple index (int)")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise config_error("seed", seed, "an integer")
         if features is not None and (
@@ -96,7 +94,7 @@ class BalancingCallback(ModalityModulationCallback):
         ):
             raise config_error("features", features, f"None or one submodule path for each of {self.modality_names}")
         self.feature_paths = dict(features) if features is not None else None
-        self.target = target
+        self.target = check_batch_key("target", target)
         self.seed = seed
         self._capture: FeatureCapture | None = None
         self._labels: Tensor | None = None

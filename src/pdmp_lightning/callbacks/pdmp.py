@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from pdmp_lightning.batch import BatchKey
+from pdmp_lightning.batch import BatchKey, check_batch_key
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
 from pdmp_lightning.errors import config_error
 from pdmp_lightning.modality import ModalitySpecInput
@@ -134,9 +134,7 @@ class PDMPCallback(ModalityModulationCallback):
             raise config_error("coefficient_formula", coefficient_formula, f"one of {list(COEFFICIENT_FORMULAS)}")
         self.coefficient_formula: CoefficientFormula = coefficient_formula
         self.inputs = self._check_inputs(inputs)
-        if isinstance(target, bool) or not isinstance(target, str | int):
-            raise config_error("target", target, "a batch key (str) or a tuple index (int)")
-        self.target = target
+        self.target = check_batch_key("target", target)
         self.probe_settings = _probe_settings(
             probe_metric,
             probe_max_epochs,
@@ -317,10 +315,8 @@ class PDMPCallback(ModalityModulationCallback):
             raise config_error(
                 "inputs", dict(inputs), f"keys among the modalities {self.modality_names}", f"unknown {unknown}."
             )
-        for modality, key in inputs.items():
-            if isinstance(key, bool) or not isinstance(key, str | int):
-                raise config_error(f"inputs[{modality!r}]", key, "a batch key (str) or a tuple index (int)")
-        return {m: inputs.get(m, m) for m in self._specs}
+        checked = {m: check_batch_key(f"inputs[{m!r}]", key) for m, key in inputs.items()}
+        return {m: checked.get(m, m) for m in self._specs}
 
 
 def _probe_settings(
