@@ -199,3 +199,22 @@ def test_each_baseline_config_trains(config: str, logged: str, tmp_path: Path) -
     with open(run_dir / "metrics.csv") as handle:
         header = handle.readline().strip().split(",")
     assert logged in header and f"{config}/coefficient/visual" in header
+
+
+@pytest.mark.parametrize(
+    "name", ["cremad", "cremad_joint", "ave", "ave_joint", "kinetics_sounds", "kinetics_sounds_joint"]
+)
+def test_paper_recipe_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / f"{name}.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["trainer"]["max_epochs"] == 100 and config["trainer"]["gradient_clip_val"] == 40.0
+    optimizer = config["model"]["init_args"]["optimizer"]["init_args"]
+    assert (optimizer["lr"], optimizer["momentum"], optimizer["weight_decay"]) == (0.001, 0.9, 0.0001)
+    assert config["data"]["init_args"]["batch_size"] == 64
+    encoders = config["model"]["init_args"]["encoders"]
+    assert {e["class_path"] for e in encoders.values()} == {"pdmp_lightning.models.ResNet18Encoder"}
+    methods = [c["class_path"] for c in config["trainer"]["callbacks"]]
+    expected = "pdmp_lightning.ModalityGradientMonitor" if name.endswith("joint") else "pdmp_lightning.PDMPCallback"
+    assert expected in methods

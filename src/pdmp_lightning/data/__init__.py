@@ -1,12 +1,18 @@
 """Datamodules that yield dict batches ``{<modality>: Tensor, "label": Tensor}``."""
 
+from pdmp_lightning.data.audiovisual import AVEDataModule, CREMADDataModule, KineticsSoundsDataModule
+from pdmp_lightning.data.avdigits import AVDigitsDataModule
 from pdmp_lightning.data.base import LABEL_KEY, InMemoryMultimodalDataModule, TensorMultimodalDataset
 from pdmp_lightning.data.mfeat import UCIMultipleFeaturesDataModule
 from pdmp_lightning.data.synthetic import SyntheticModality, SyntheticMultimodalDataModule
 
 __all__ = [
     "LABEL_KEY",
+    "AVDigitsDataModule",
+    "AVEDataModule",
+    "CREMADDataModule",
     "InMemoryMultimodalDataModule",
+    "KineticsSoundsDataModule",
     "SyntheticModality",
     "SyntheticMultimodalDataModule",
     "TensorMultimodalDataset",

@@ -1,0 +1,213 @@
+"""Reading one clip's media: its frames (found, ordered, chosen, transformed) and its audio features.
+
+Everything here is a module-level function or a picklable transform, so datasets that use them work
+with DataLoader worker processes. torchvision, torchaudio and soundfile are imported when first
+needed, so importing the package does not require them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: ImageNet statistics used to normalise frames (as in OGM-GE and the papers built on it).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: File suffixes taken as frames (compared case-insensitively).
+FRAME_SUFFIXES = (".jpg", ".jpeg")
+
+#: The CREMA-D waveform recipe of OGM-GE: 22,050 Hz, 3 s, STFT n_fft 512 hop 353, log(|S| + 1e-7).
+CREMAD_SAMPLE_RATE = 22050
+CREMAD_SECONDS = 3
+CREMAD_N_FFT = 512
+CREMAD_HOP_LENGTH = 353
+LOG_EPSILON = 1e-7
+
+#: Audio file suffixes :func:`load_audio` reads.
+AUDIO_SUFFIXES = (".wav", ".npy", ".pt", ".pkl")
+
+FrameTransform = Callable[[Tensor], Tensor]
+
+
+# --- frames -------------------------------------------------------------------------------------
+
+
+def natural_sort_key(name: str) -> tuple[tuple[str, int], ...]:
+    """Sort key that orders digit runs by value, so ``frame_2.jpg`` comes before ``frame_10.jpg``.
+
+    Example:
+        >>> sorted(["frame_10.jpg", "frame_2.jpg", "frame_1.jpg"], key=natural_sort_key)
+        ['frame_1.jpg', 'frame_2.jpg', 'frame_10.jpg']
+    """
+    parts = re.split(r"(\d+)", name)
+    # `parts` alternates text and digit runs, starting (and ending) with text: pair each text with its number.
+    return tuple((parts[i], int(parts[i + 1]) if i + 1 < len(parts) else -1) for i in range(0, len(parts), 2))
+
+
+def list_frames(folder: Path) -> list[Path]:
+    """The ``*.jpg`` / ``*.jpeg`` files of a clip folder in natural order (empty if the folder is absent)."""
+    if not folder.is_dir():
+        return []
+    frames = [path for path in folder.iterdir() if path.suffix.lower() in FRAME_SUFFIXES and path.is_file()]
+    return sorted(frames, key=lambda path: natural_sort_key(path.name))
+
+
+def select_frame_indices(available: int, num_frames: int) -> list[int]:
+    """Indices of ``num_frames`` evenly spaced frames out of ``available``.
+
+    With enough frames, frame ``i`` is the centre of the ``i``-th of ``num_frames`` equal segments,
+    ``floor((i + 0.5) * available / num_frames)``: one frame is the middle one, as many as there are is
+    all of them. With fewer frames than asked, every frame is used once and the last one is repeated.
+
+    Example:
+        >>> select_frame_indices(9, 3), select_frame_indices(3, 1), select_frame_indices(2, 4)
+        ([1, 4, 7], [1], [0, 1, 1, 1])
+    """
+    if available < 1 or num_frames < 1:
+        raise ValueError(f"need at least one frame available and asked for; got {available} and {num_frames}")
+    if available >= num_frames:
+        return [((2 * i + 1) * available) // (2 * num_frames) for i in range(num_frames)]
+    return list(range(available)) + [available - 1] * (num_frames - available)
+
+
+def frame_transform(image_size: int, train: bool) -> FrameTransform:
+    """The transform of a ``uint8 [T, 3, H, W]`` frame stack into ``float32 [T, 3, image_size, image_size]``.
+
+    Train: RandomResizedCrop(image_size) and RandomHorizontalFlip; evaluation: Resize((image_size,
+    image_size)). Both end with ImageNet normalisation. The random parameters are drawn once per clip,
+    so all frames of a clip get the same crop and flip.
+    """
+    try:
+        from torchvision.transforms import v2
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError('audio-visual datamodules need torchvision: pip install "pdmp-lightning[vision]"') from err
+    geometry: list[Any] = (
+        [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+        if train
+        else [v2.Resize((image_size, image_size), antialias=True)]
+    )
+    transform: FrameTransform = v2.Compose(
+        [*geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    return transform
+
+
+def load_frames(paths: Sequence[Path], num_frames: int, transform: FrameTransform) -> Tensor:
+    """Decodes the chosen frames of a clip and transforms them together into ``float32 [3, T, H, W]``.
+
+    Args:
+        paths: All frames of the clip, in order.
+        num_frames: How many to return (see :func:`select_frame_indices`).
+        transform: Applied to the ``uint8 [T, 3, H, W]`` stack.
+    """
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2 import functional as tvf
+
+    indices = select_frame_indices(len(paths), num_frames)
+    decoded: dict[int, Tensor] = {}
+    for index in dict.fromkeys(indices):
+        try:
+            decoded[index] = decode_image(str(paths[index]), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as err:
+            raise RuntimeError(f"could not decode frame {paths[index]}: {err}") from err
+    size = list(decoded[indices[0]].shape[-2:])
+    frames = [
+        decoded[i] if list(decoded[i].shape[-2:]) == size else tvf.resize(decoded[i], size, antialias=True)
+        for i in indices
+    ]
+    stack: Tensor = transform(torch.stack(frames))
+    return stack.permute(1, 0, 2, 3).contiguous()
+
+
+# --- audio --------------------------------------------------------------------------------------
+
+
+def log_spectrogram(
+    waveform: Tensor,
+    length: int = CREMAD_SAMPLE_RATE * CREMAD_SECONDS,
+    n_fft: int = CREMAD_N_FFT,
+    hop_length: int = CREMAD_HOP_LENGTH,
+) -> Tensor:
+    """OGM-GE's CREMA-D spectrogram of a mono waveform: ``float32 [1, n_fft // 2 + 1, 1 + length // hop]``.
+
+    The waveform is tiled (repeated end to end) and cut to ``length`` samples, clipped to [-1, 1], and
+    turned into ``log(|STFT| + 1e-7)`` with a periodic Hann window of ``n_fft`` samples and centred
+    frames padded by reflection (librosa < 0.10, the version OGM-GE used; librosa >= 0.10 pads with
+    zeros, which changes only the first and last frame). The defaults give ``[1, 257, 188]``.
+
+    Example:
+        >>> log_spectrogram(torch.zeros(22050)).shape
+        torch.Size([1, 257, 188])
+    """
+    waveform = waveform.reshape(-1).float()
+    if waveform.numel() == 0:
+        raise ValueError("the waveform is empty")
+    repeats = -(-length // waveform.numel())
+    tiled = waveform.repeat(repeats)[:length].clamp(-1.0, 1.0)
+    spectrum = torch.stft(
+        tiled,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=n_fft,
+        window=torch.hann_window(n_fft),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    return torch.log(spectrum.abs() + LOG_EPSILON).unsqueeze(0)
+
+
+def read_wav(path: Path, sample_rate: int = CREMAD_SAMPLE_RATE) -> Tensor:
+    """A wav file as a mono ``float32`` waveform at ``sample_rate`` (channels averaged, resampled if needed).
+
+    Read with soundfile (no FFmpeg needed); resampled with ``torchaudio.functional.resample``.
+    """
+    try:
+        import soundfile
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError('reading wav files needs soundfile: pip install "pdmp-lightning[audio]"') from err
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    waveform = torch.from_numpy(np.ascontiguousarray(data)).mean(dim=1)
+    if rate != sample_rate:
+        try:
+            from torchaudio.functional import resample
+        except ImportError as err:  # pragma: no cover - depends on the installation
+            raise ImportError('resampling needs torchaudio: pip install "pdmp-lightning[audio]"') from err
+        waveform = resample(waveform, int(rate), sample_rate)
+    return waveform
+
+
+def load_audio(path: Path) -> Tensor:
+    """One clip's audio features as ``float32``, with a channel dimension added to 2-D arrays.
+
+    - ``.wav``: the CREMA-D recipe, :func:`read_wav` then :func:`log_spectrogram` -> ``[1, 257, 188]``;
+    - ``.npy``: ``numpy.load(allow_pickle=False)``;
+    - ``.pt``: ``torch.load(weights_only=True)`` (a tensor or an array);
+    - ``.pkl``: ``pickle.load``. Unpickling runs code from the file: the datamodules only read pickles from
+      below the ``root`` the user gave.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".wav":
+            return log_spectrogram(read_wav(path))
+        if suffix == ".npy":
+            content: Any = np.load(path, allow_pickle=False)
+        elif suffix == ".pt":
+            content = torch.load(path, map_location="cpu", weights_only=True)
+        elif suffix == ".pkl":
+            with path.open("rb") as handle:
+                content = pickle.load(handle)
+        else:
+            raise ValueError(f"unsupported audio file type {suffix!r} (expected one of {AUDIO_SUFFIXES})")
+        features = torch.as_tensor(np.asarray(content, dtype=np.float32))
+    except Exception as err:
+        raise RuntimeError(f"could not read audio features from {path}: {err}") from err
+    return features.unsqueeze(0) if features.ndim == 2 else features
