@@ -11,6 +11,7 @@ validation accuracy. Writes ``docs/benchmarks/accuracy.{json,md,png}``.
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -77,6 +78,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), help="a subset of the methods")
+    parser.add_argument(
+        "--append", action="store_true", help="merge into the existing accuracy.json, replacing these tasks' rows"
+    )
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), help="a subset of the methods")
+    parser.add_argument("--append", action="store_true", help="merge into accuracy.json, replacing these tasks' rows")
     parser.add_argument("--quick", action="store_true")
     options = parser.parse_args()
     tasks = ["synthetic2", "mfeat_mor_pix"] if options.quick else options.tasks
@@ -86,15 +93,17 @@ def main() -> None:
         Run(task, method, seed, epochs=epochs)
         for task in tasks
         for seed in range(seeds)
-        for method in (*METHODS, *(f"unimodal:{m}" for m in TASKS[task].modalities))
+        for method in (*options.methods, *(f"unimodal:{m}" for m in TASKS[task].modalities))
     ]
     raw = run_all(runs)
     rows = [r for r in raw if not r["method"].startswith("unimodal:")] + best_single(raw)
+    unimodal = [r for r in raw if r["method"].startswith("unimodal:")]
     suffix = "_quick" if options.quick else ""
-    write_json(
-        f"accuracy{suffix}.json",
-        {"machine": machine(), "rows": rows, "unimodal_runs": [r for r in raw if r["method"].startswith("unimodal:")]},
-    )
+    if options.append and (OUT / "accuracy.json").is_file():
+        previous = json.loads((OUT / "accuracy.json").read_text())
+        rows = [r for r in previous["rows"] if r["task"] not in tasks] + rows
+        unimodal = [r for r in previous["unimodal_runs"] if r["task"] not in tasks] + unimodal
+    write_json(f"accuracy{suffix}.json", {"machine": machine(), "rows": rows, "unimodal_runs": unimodal})
     lines = [
         f"Test accuracy (%) , mean ± std over {seeds} seeds; {machine()}.",
         "",

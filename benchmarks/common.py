@@ -27,8 +27,13 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import pdmp_lightning
-from pdmp_lightning.data import SyntheticModality, SyntheticMultimodalDataModule, UCIMultipleFeaturesDataModule
-from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
+from pdmp_lightning.data import (
+    AVDigitsDataModule,
+    SyntheticModality,
+    SyntheticMultimodalDataModule,
+    UCIMultipleFeaturesDataModule,
+)
+from pdmp_lightning.models import ConvEncoder, MLPEncoder, MultimodalClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
@@ -56,6 +61,7 @@ TASKS = {
         Task("mfeat_mor_pix", True, 30, ("mor", "pix"), "UCI digits, morphological (~0.79) + pixel (~0.98) views"),
         Task("mfeat_fac_pix", False, 30, ("fac", "pix"), "UCI digits, profile correlations (~0.97) + pixels (~0.98)"),
         Task("mfeat_all", True, 30, ("fou", "fac", "kar", "pix", "zer", "mor"), "UCI digits, all six views"),
+        Task("avdigits", True, 15, ("audio", "visual"), "digit images + espeak-ng speech in noise (CNN encoders)"),
     )
 }  # fmt: skip
 
@@ -88,6 +94,8 @@ class Run:
 
 
 def datamodule(task: Task, seed: int) -> pl.LightningDataModule:
+    if task.name == "avdigits":
+        return AVDigitsDataModule(batch_size=64, seed=seed)
     if task.name.startswith("mfeat"):
         return UCIMultipleFeaturesDataModule(views=list(task.modalities), batch_size=64, seed=seed)  # type: ignore[arg-type]
     return SyntheticMultimodalDataModule(SYNTHETIC[task.name], num_samples=3000, batch_size=64, seed=seed)
@@ -97,9 +105,17 @@ def sgd(parameters: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=0.005, momentum=0.9)
 
 
+def sgd_avdigits(parameters: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(parameters, lr=0.01, momentum=0.9)  # as examples/configs/avdigits.yaml
+
+
 def model(data: Any, modalities: Sequence[str], heads: bool = False, optimizer: Callable[..., Any] = sgd) -> Any:
-    dims = data.feature_dims
-    encoders = {m: MLPEncoder(in_features=dims[m], hidden=[64], out_features=64) for m in modalities}
+    if isinstance(data, AVDigitsDataModule):  # spectrograms and images: the CNN of examples/configs/avdigits.yaml
+        encoders: dict[str, Any] = {m: ConvEncoder(1, [16, 32, 64, 128], 128) for m in modalities}
+        optimizer = sgd_avdigits
+    else:
+        dims = data.feature_dims
+        encoders = {m: MLPEncoder(in_features=dims[m], hidden=[64], out_features=64) for m in modalities}
     return MultimodalClassifier(
         encoders,
         num_classes=data.num_classes,
