@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
+import pytest
 from benchmarks.accuracy import best_single
 from benchmarks.common import Run, execute
 
@@ -21,3 +25,12 @@ def test_best_single_picks_the_best_validation_accuracy() -> None:
     ]
     (chosen,) = best_single(rows)
     assert chosen["modality"] == "b" and chosen["test_accuracy"] == 0.7 and chosen["method"] == "best_single"
+
+
+@pytest.mark.parametrize("script", ["accuracy", "probes", "overhead", "gamma_sweep", "quickstart_seeds"])
+def test_each_script_parses_its_options(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module(f"benchmarks.{script}")
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    assert exit_info.value.code == 0
