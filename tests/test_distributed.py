@@ -120,3 +120,27 @@ def test_ddp_spawn_baselines_agree_across_ranks(tmp_path: Path, name: str) -> No
         assert any(value != 1.0 for step in rank0["history"] for value in step.values())
     for parameter, value in rank0["parameters"].items():
         assert torch.equal(rank1["parameters"][parameter], value), parameter
+
+
+def test_ddp_spawn_with_accumulation_and_an_uneven_last_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    # 250 samples on 2 ranks: 125 each, batches of 16 -> the 8th batch holds 13; 3 micro-batches per step.
+    model = WithValidation(data=plateau_task(250), val_data=plateau_task(64, seed=1), batch_size=16, num_classes=4)
+    callback = PDMPCallback(
+        {"audio": "audio_encoder", "visual": "visual_encoder"}, start_epoch=0, probe_max_epochs=2, probe_min_epochs=1
+    )
+    run = trainer(
+        callbacks=[callback, RankRecorder(tmp_path)],
+        strategy="ddp_spawn",
+        devices=2,
+        max_steps=-1,
+        max_epochs=2,
+        accumulate_grad_batches=3,
+        default_root_dir=tmp_path,
+        precision="32-true",
+    )
+    run.fit(model)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["ranking"] == rank1["ranking"] and rank0["coefficients"] == rank1["coefficients"]
+    for name, value in rank0["parameters"].items():
+        assert torch.equal(rank1["parameters"][name], value), name
