@@ -115,3 +115,12 @@ def test_checkpoint_of_another_modality_set_warns_and_probes_again(tmp_path: Pat
         run = trainer(callbacks=[other, again], max_steps=-1, max_epochs=2, enable_checkpointing=True)
         run.fit(WithValidation(), ckpt_path=tmp_path / "last.ckpt")
     assert other.probe_outcome is not None
+
+
+def test_a_non_finite_gradient_is_reported_naming_the_modality() -> None:
+    model = TwoModalityModel()
+    model.visual_encoder[0].weight.register_hook(lambda grad: grad * float("nan"))  # only this tensor goes bad
+    callback = pdmp(log_every_n_steps=1)
+    with pytest.warns(UserWarning, match=r"gradient of modality 'visual' is not finite \(NaN or inf\) at step 0"):
+        trainer(callbacks=[callback], max_steps=1).fit(model)
+    assert callback._reported_non_finite == {"visual"}

@@ -91,6 +91,7 @@ class ModalityModulationCallback(Callback):
         self.groups: dict[str, ModalityGroup] = {}
         self.mechanism_in_use: str | None = None
         self._modulator: Modulator | None = None
+        self._reported_non_finite: set[str] = set()
 
     @property
     def modality_names(self) -> list[str]:
@@ -120,6 +121,7 @@ class ModalityModulationCallback(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._detach()
+        self._reported_non_finite.clear()
         self.groups = resolve_modality_groups(pl_module, self._specs)
         untouched = unassigned_parameter_names(pl_module, self.groups)
         sizes = ", ".join(f"{m}: {len(g.parameter_names)} tensors" for m, g in self.groups.items())
@@ -161,7 +163,9 @@ class ModalityModulationCallback(Callback):
             getattr(trainer, "log_every_n_steps", 50) if self.log_every_n_steps is None else self.log_every_n_steps
         )
         if interval and trainer.global_step % interval == 0 and self._modulator is not None:
-            pl_module.log_dict(self._step_metrics(), on_step=True, on_epoch=False)
+            metrics = self._step_metrics()
+            self._warn_if_not_finite(trainer, metrics)
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._detach()
@@ -209,6 +213,22 @@ class ModalityModulationCallback(Callback):
             effective = self.multipliers.get(modality, 1.0) if self.is_modulating else 1.0
             metrics[f"{self.log_prefix}/coefficient/{modality}"] = effective
         return metrics
+
+    def _warn_if_not_finite(self, trainer: pl.Trainer, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Warns once per modality and fit when its gradient norm (computed for the log) is NaN or infinite."""
+        marker = "/grad_norm/"
+        for name, value in metrics.items():
+            modality = name.split(marker, 1)[1] if marker in name else None
+            if modality is None or modality in self._reported_non_finite:
+                continue
+            if not bool(torch.isfinite(torch.as_tensor(value))):
+                self._reported_non_finite.add(modality)
+                rank_zero_warn(
+                    f"{type(self).__name__}: the gradient of modality '{modality}' is not finite (NaN or inf) at step "
+                    f"{trainer.global_step}. The model's loss or inputs produced it; the callback only multiplies "
+                    "gradients and cannot repair them. Hint: check that modality's inputs, lower the learning rate, "
+                    "or run Trainer(detect_anomaly=True) to find the operation."
+                )
 
     def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
         group_ids = {id(p) for p in self._group_parameters(trainer)}
