@@ -177,3 +177,37 @@ def test_num_classes_found_by_scanning_labels() -> None:
     callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
     trainer(callbacks=[callback], max_steps=1).fit(model)
     assert callback.probe_outcome.num_classes == 3  # type: ignore[union-attr]
+
+
+class EmptyTrain(TwoModalityModel):
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(random_data(n=0), batch_size=8)
+
+
+def test_an_empty_train_loader_trains_nothing_and_registers_nothing() -> None:
+    # Lightning itself warns and skips the fit loop, so the callback never probes or modulates.
+    callback = PDMPCallback(MODALITIES)
+    model = EmptyTrain()
+    with pytest.warns(UserWarning, match="Total length of `(DataLoader|CombinedLoader)` across ranks is zero"):
+        trainer(callbacks=[callback], max_steps=1).fit(model)
+    assert callback.ranking is None and not callback.is_modulating
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_a_single_sample_cannot_be_split_for_held_out_scoring() -> None:
+    model = TwoModalityModel(data=random_data(n=1), batch_size=1)
+    with pytest.raises(PDMPConfigurationError, match=r"`train_dataloader`: got '1 samples'; expected at least 2"):
+        trainer(callbacks=[PDMPCallback(MODALITIES)], max_steps=1).fit(model)
+
+
+class EmptyValidation(WithValidation):
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(random_data(n=0), batch_size=8)
+
+
+def test_an_empty_validation_loader_is_named() -> None:
+    with (
+        pytest.warns(UserWarning, match="Total length of `(DataLoader|CombinedLoader)` across ranks is zero"),
+        pytest.raises(PDMPConfigurationError, match=r"`val_dataloader`: got 'an empty or unsized loader'"),
+    ):
+        trainer(callbacks=[PDMPCallback(MODALITIES)], max_steps=1).fit(EmptyValidation())
