@@ -10,6 +10,14 @@ class PDMPConfigurationError(ValueError):
 
     The message always names the argument, the value that was given, what is allowed and, where one
     helps, a hint. It is raised before the callback registers a hook or writes a file.
+
+    Example:
+        >>> from pdmp_lightning import PDMPCallback
+        >>> try:
+        ...     PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"}, gamma_p=-1.0)
+        ... except PDMPConfigurationError as error:
+        ...     print(str(error).split(". Hint")[0])
+        `gamma_p`: got -1.0; expected a finite number > 0
     """
 
 

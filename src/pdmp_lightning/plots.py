@@ -45,6 +45,11 @@ def plot_run(run_dir: str | Path, filename: str = PLOT_FILENAME) -> Path | None:
 
     Returns:
         The PNG's path, or None when the directory holds nothing to plot.
+
+    Example:
+        >>> import tempfile
+        >>> plot_run(tempfile.mkdtemp()) is None  # an empty directory: nothing to draw
+        True
     """
     run_dir = Path(run_dir)
     report_path, metrics_path = run_dir / REPORT_FILENAME, run_dir / "metrics.csv"

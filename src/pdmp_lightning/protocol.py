@@ -50,6 +50,13 @@ def require(module: Any, callback: str, *names: str) -> None:
         module: The LightningModule.
         callback: The callback's class name.
         names: Protocol members the callback uses (keys of :data:`CONTRACTS`).
+
+    Example:
+        >>> try:
+        ...     require(nn.Linear(2, 2), "OGMGECallback", "split_logits")
+        ... except ValueError as error:
+        ...     print(str(error).split(";")[0])
+        `OGMGECallback model`: got 'Linear'
     """
     for name in names:
         member = getattr(module, name, None)

@@ -59,6 +59,11 @@ class BalancingCallback(ModalityModulationCallback):
         seed: Seed of the method's random draws (identical on every rank).
         log_every_n_steps: Interval of the coefficient, score and gradient-norm logs.
         log_prefix: Prefix of the logged names.
+
+    Example:
+        >>> callback = BalancingCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, target="y")
+        >>> callback.target, callback.multipliers  # a subclass fills the multipliers in update_coefficients
+        ('y', {})
     """
 
     #: Protocol members (see :mod:`pdmp_lightning.protocol`) the method needs from the module.

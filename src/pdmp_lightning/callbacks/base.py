@@ -48,6 +48,12 @@ class ModalityModulationCallback(Callback):
         log_every_n_steps: Interval of the coefficient and gradient-norm logs; None uses the
             Trainer's ``log_every_n_steps``; 0 turns them off.
         log_prefix: Prefix of the logged names.
+
+    Example:
+        >>> modalities = {"audio": "encoders.audio", "visual": "encoders.visual"}
+        >>> callback = ModalityModulationCallback(modalities, start_epoch=2)
+        >>> callback.modality_names, callback.in_window(1), callback.in_window(2)
+        (['audio', 'visual'], False, True)
     """
 
     #: What ``mechanism="auto"`` picks for SGD-like optimizers on unsharded strategies.

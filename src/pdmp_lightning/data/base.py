@@ -21,6 +21,11 @@ class TensorMultimodalDataset(Dataset[dict[str, Tensor]]):
     Args:
         features: Modality name -> tensor whose first dimension indexes samples.
         labels: Integer class labels, one per sample.
+
+    Example:
+        >>> dataset = TensorMultimodalDataset({"audio": torch.zeros(3, 2)}, torch.tensor([0, 1, 1]))
+        >>> len(dataset), sorted(dataset[1])
+        (3, ['audio', 'label'])
     """
 
     def __init__(self, features: Mapping[str, Tensor], labels: Tensor) -> None:
@@ -51,6 +56,17 @@ class InMemoryMultimodalDataModule(pl.LightningDataModule):
         val_fraction: Share of the samples in the validation split.
         test_fraction: Share of the samples in the test split.
         seed: Seed of the split (and of any generation the subclass does).
+
+    Example:
+        >>> class Tiny(InMemoryMultimodalDataModule):
+        ...     modalities = ["x"]
+        ...     num_classes = 2
+        ...     def load(self):
+        ...         return {"x": torch.randn(20, 3)}, torch.randint(0, 2, (20,))
+        >>> tiny = Tiny(batch_size=4)
+        >>> tiny.setup()
+        >>> tiny.split_sizes()
+        {'test': 3, 'val': 3, 'train': 14}
     """
 
     def __init__(

@@ -36,6 +36,10 @@ class SyntheticModality:
         learning: ``"fast"`` (linear prototypes) or ``"slow"`` (XOR-coded bits).
         dim: Feature size (at least 2 bits x 2 coordinates for ``"slow"``).
         noise: Standard deviation of the Gaussian noise on the informative coordinates.
+
+    Example:
+        >>> SyntheticModality("depth", accuracy=0.7, learning="slow", dim=8)
+        SyntheticModality(name='depth', accuracy=0.7, learning='slow', dim=8, noise=0.3)
     """
 
     name: str
@@ -67,6 +71,14 @@ class SyntheticMultimodalDataModule(InMemoryMultimodalDataModule):
         val_fraction: Share of the samples in the validation split.
         test_fraction: Share of the samples in the test split.
         seed: Seed of the generation and of the splits.
+
+    Example:
+        >>> data = SyntheticMultimodalDataModule(num_samples=100, batch_size=10)
+        >>> data.modalities, data.num_classes
+        (['audio', 'visual'], 4)
+        >>> data.setup()
+        >>> data.split_sizes()
+        {'test': 15, 'val': 15, 'train': 70}
     """
 
     def __init__(

@@ -42,6 +42,13 @@ class MultimodalClassifier(pl.LightningModule):
         unimodal_loss_weight: Weight of the unimodal heads' cross-entropy in the training loss.
         optimizer: Optimizer factory (default: SGD, lr 0.01, momentum 0.9).
         lr_scheduler: Learning-rate scheduler factory, or None.
+
+    Example:
+        >>> from pdmp_lightning.models import MLPEncoder
+        >>> encoders = {"audio": MLPEncoder(8, out_features=4), "visual": MLPEncoder(6, out_features=4)}
+        >>> model = MultimodalClassifier(encoders, num_classes=3)
+        >>> model({"audio": torch.randn(2, 8), "visual": torch.randn(2, 6)}).shape
+        torch.Size([2, 3])
     """
 
     def __init__(

@@ -58,6 +58,11 @@ class MLPEncoder(nn.Module):
         out_features: Width of the output features.
         dropout: Dropout probability after each hidden activation (0 disables dropout).
         activation: Nonlinearity after each hidden layer.
+
+    Example:
+        >>> import torch
+        >>> MLPEncoder(16, hidden=[32], out_features=8)(torch.randn(2, 16)).shape
+        torch.Size([2, 8])
     """
 
     def __init__(
@@ -122,6 +127,11 @@ class ConvEncoder(nn.Module):
         in_channels: Number of input channels (1 for grey images or spectrograms, 3 for RGB).
         channels: Output channels of each convolutional stage, in order (at least one stage).
         out_features: Width of the output features.
+
+    Example:
+        >>> import torch
+        >>> ConvEncoder(in_channels=1, channels=[8, 16], out_features=32)(torch.randn(2, 1, 16, 16)).shape
+        torch.Size([2, 32])
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64), out_features: int = 128) -> None:
@@ -180,6 +190,12 @@ class ResNet18Encoder(nn.Module):
     Args:
         in_channels: Number of input channels (3 for RGB frames, 1 for spectrograms).
         temporal_pooling: How per-frame features of a video are pooled over time.
+
+    Example:
+        >>> import torch
+        >>> frames = torch.randn(2, 3, 4, 32, 32)  # [batch, channels, time, height, width]
+        >>> ResNet18Encoder(in_channels=3)(frames).shape  # pooled over the 4 frames
+        torch.Size([2, 512])
     """
 
     def __init__(self, in_channels: int = 3, temporal_pooling: Literal["mean", "max"] = "mean") -> None:
@@ -241,6 +257,11 @@ class WaveformEncoder(nn.Module):
         backbone: ``"resnet18"`` (512 output features) or ``"conv"`` (a small :class:`ConvEncoder`).
         out_features: Output width of the ``"conv"`` backbone (128 when omitted); must be omitted or
             512 with ``"resnet18"``.
+
+    Example:
+        >>> import torch
+        >>> WaveformEncoder(backbone="conv", out_features=16)(torch.randn(2, 16000)).shape
+        torch.Size([2, 16])
     """
 
     def __init__(

@@ -31,6 +31,10 @@ class Fusion(nn.Module):
     Args:
         feature_dims: Modality -> feature size, in the order the modalities are fused.
         num_classes: Number of classes.
+
+    Example:
+        >>> isinstance(build_fusion("sum", {"audio": 4, "visual": 6}, num_classes=3), Fusion)
+        True
     """
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int) -> None:
@@ -43,7 +47,16 @@ class Fusion(nn.Module):
 
 
 class ConcatFusion(Fusion):
-    """``W [z_1; ...; z_M] + b``: the late-fusion linear head most balancing methods assume."""
+    """``W [z_1; ...; z_M] + b``: the late-fusion linear head most balancing methods assume.
+
+    Example:
+        >>> fusion = ConcatFusion({"audio": 4, "visual": 6}, num_classes=3)
+        >>> features = {"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}
+        >>> fusion(features).shape
+        torch.Size([2, 3])
+        >>> torch.allclose(sum(fusion.split_logits(features).values()), fusion(features))
+        True
+    """
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int) -> None:
         super().__init__(feature_dims, num_classes)
@@ -65,7 +78,13 @@ class ConcatFusion(Fusion):
 
 
 class SumFusion(Fusion):
-    """``sum_m (W_m z_m + b_m)``: one linear head per modality."""
+    """``sum_m (W_m z_m + b_m)``: one linear head per modality.
+
+    Example:
+        >>> fusion = SumFusion({"audio": 4, "visual": 6}, num_classes=3)
+        >>> sorted(fusion.split_logits({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}))
+        ['audio', 'visual']
+    """
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int) -> None:
         super().__init__(feature_dims, num_classes)
@@ -100,7 +119,13 @@ class _ConditionedFusion(Fusion):
 
 
 class FiLMFusion(_ConditionedFusion):
-    """``head(gamma(z_c) * h + beta(z_c))`` with ``h`` the projected sum of the other modalities."""
+    """``head(gamma(z_c) * h + beta(z_c))`` with ``h`` the projected sum of the other modalities.
+
+    Example:
+        >>> fusion = FiLMFusion({"audio": 4, "visual": 6}, num_classes=3, hidden=8, condition="visual")
+        >>> fusion({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}).shape
+        torch.Size([2, 3])
+    """
 
     def __init__(
         self, feature_dims: Mapping[str, int], num_classes: int, hidden: int = 256, condition: str | None = None
@@ -114,7 +139,13 @@ class FiLMFusion(_ConditionedFusion):
 
 
 class GatedFusion(_ConditionedFusion):
-    """``head(sigmoid(g(z_c)) * h)`` with ``h`` the projected sum of the other modalities."""
+    """``head(sigmoid(g(z_c)) * h)`` with ``h`` the projected sum of the other modalities.
+
+    Example:
+        >>> fusion = GatedFusion({"audio": 4, "visual": 6}, num_classes=3, hidden=8)
+        >>> fusion.condition, fusion({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}).shape
+        ('audio', torch.Size([2, 3]))
+    """
 
     def __init__(
         self, feature_dims: Mapping[str, int], num_classes: int, hidden: int = 256, condition: str | None = None
@@ -130,7 +161,12 @@ class GatedFusion(_ConditionedFusion):
 def build_fusion(
     name: str, feature_dims: Mapping[str, int], num_classes: int, hidden: int = 256, condition: str | None = None
 ) -> Fusion:
-    """Builds the fusion called ``name`` (one of ``concat``, ``sum``, ``film``, ``gated``)."""
+    """Builds the fusion called ``name`` (one of ``concat``, ``sum``, ``film``, ``gated``).
+
+    Example:
+        >>> type(build_fusion("film", {"audio": 4, "visual": 6}, num_classes=3)).__name__
+        'FiLMFusion'
+    """
     if name == "concat":
         return ConcatFusion(feature_dims, num_classes)
     if name == "sum":

@@ -50,6 +50,13 @@ class AVEDataModule(AudioVisualDataModule):
         val_split: The validation list.
         test_split: The test list.
         annotations: The list of all videos, read (when present) for the class names.
+
+    Example:
+        >>> try:
+        ...     AVEDataModule("no/such/folder")
+        ... except ValueError as error:  # the root is checked at once, naming it
+        ...     print(str(error).split(";")[0])
+        `root`: got 'no/such/folder'
     """
 
     def __init__(

@@ -53,6 +53,13 @@ class CREMADDataModule(AudioVisualDataModule):
         audio_dir: Folder of the audio files (None: ``AudioWAV`` for wav, ``audio`` for npy / pt).
         train_split: The train list.
         test_split: The test list.
+
+    Example:
+        >>> try:
+        ...     CREMADDataModule("no/such/folder")
+        ... except ValueError as error:  # the root is checked at once, naming it
+        ...     print(str(error).split(";")[0])
+        `root`: got 'no/such/folder'
     """
 
     def __init__(

@@ -43,6 +43,13 @@ class KineticsSoundsDataModule(AudioVisualDataModule):
         train_split: The train list.
         test_split: The test list.
         delimiter: Field separator of the lists (None: ``","`` on lines that hold one, else whitespace).
+
+    Example:
+        >>> try:
+        ...     KineticsSoundsDataModule("no/such/folder")
+        ... except ValueError as error:  # the root is checked at once, naming it
+        ...     print(str(error).split(";")[0])
+        `root`: got 'no/such/folder'
     """
 
     def __init__(
