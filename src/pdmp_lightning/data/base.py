@@ -44,7 +44,45 @@ class TensorMultimodalDataset(Dataset[dict[str, Tensor]]):
         return sample
 
 
-class InMemoryMultimodalDataModule(pl.LightningDataModule):
+class SplitLoaders:
+    """Train, validation, test and predict dataloaders over named splits, shared by every datamodule here.
+
+    A subclass provides ``batch_size``, ``num_workers`` and :meth:`split_dataset`. Shuffling (train only)
+    follows the global seed (Trainer/CLI ``seed_everything``), not a private generator, so that the
+    probes' restored random state also restores the data order.
+    """
+
+    batch_size: int
+    num_workers: int
+
+    def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
+        """The dataset of ``split`` ("train", "val" or "test"), set up on first use."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return self._loader("test")
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader[dict[str, Tensor]]:
+        options: dict[str, Any] = {"persistent_workers": True} if self.num_workers > 0 else {}
+        return DataLoader(
+            self.split_dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            **options,
+        )
+
+
+class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
     """Base of the datamodules whose data fits in memory; subclasses implement :meth:`load`.
 
     The samples are shuffled once with ``seed`` and cut into test, validation and train splits, so the
@@ -129,31 +167,11 @@ class InMemoryMultimodalDataModule(pl.LightningDataModule):
             "train": Subset(dataset, order[num_test + num_val :]),
         }
 
-    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("test")
-
     def split_sizes(self) -> dict[str, int]:
         """Samples per split (after :meth:`setup`)."""
         return {name: len(split) for name, split in self.splits.items()}
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader[dict[str, Tensor]]:
+    def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
         if not self.splits:
             self.setup()
-        # Shuffling follows the global seed (Trainer/CLI `seed_everything`), not a private generator.
-        options: dict[str, Any] = {"persistent_workers": True} if self.num_workers > 0 else {}
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            **options,
-        )
+        return self.splits[split]

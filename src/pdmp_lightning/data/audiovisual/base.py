@@ -6,16 +6,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from pdmp_lightning.data.audiovisual.media import frame_transform, list_frames, load_audio, load_frames
 from pdmp_lightning.data.audiovisual.splits import ClipEntry, stratified_validation_split
+from pdmp_lightning.data.base import SplitLoaders
 from pdmp_lightning.errors import PDMPConfigurationError, config_error
 
 #: The splits each Lightning stage needs (an unknown or missing stage builds all three).
@@ -76,7 +76,7 @@ class AudioVisualClipDataset(Dataset[dict[str, Tensor]]):
         }
 
 
-class AudioVisualDataModule(pl.LightningDataModule):
+class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
     """Base of the datamodules that read preprocessed audio-visual datasets from disk.
 
     A subclass reads its split files in ``__init__`` (through :meth:`_index`), so :attr:`num_classes`
@@ -281,31 +281,11 @@ class AudioVisualDataModule(pl.LightningDataModule):
             return None, f"{' or '.join(str(path) for path in candidates)} (audio file absent)"
         return Clip(entry.clip_id, entry.label, tuple(frames), audio), ""
 
-    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return self._loader("test")
-
     def split_sizes(self) -> dict[str, int]:
         """Usable clips per split built so far (after :meth:`setup`)."""
         return {split: len(dataset) for split, dataset in self.datasets.items()}
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader[dict[str, Tensor]]:
+    def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
-        # Shuffling follows the global seed (Trainer/CLI `seed_everything`), not a private generator.
-        options: dict[str, Any] = {"persistent_workers": True} if self.num_workers > 0 else {}
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            **options,
-        )
+        return self.datasets[split]
