@@ -37,3 +37,38 @@ def config_error(argument: str, value: Any, allowed: str, hint: str | None = Non
     if hint:
         message += f" Hint: {hint}"
     return PDMPConfigurationError(message)
+
+
+def check_int(
+    argument: str,
+    value: Any,
+    minimum: int | None = None,
+    *,
+    optional: bool = False,
+    allowed: str | None = None,
+    hint: str | None = None,
+) -> None:
+    """Raises a :class:`PDMPConfigurationError` unless ``value`` is an integer (not a bool) >= ``minimum``.
+
+    Args:
+        argument: The argument checked.
+        value: What was given.
+        minimum: The smallest value allowed, or None for any integer.
+        optional: Whether None is allowed too.
+        allowed: What the message says is allowed (default: "an integer >= minimum", with "None or " when optional).
+        hint: How to fix it.
+
+    Example:
+        >>> check_int("batch_size", 64, 1)
+        >>> check_int("batch_size", 0, 1)
+        Traceback (most recent call last):
+        ...
+        pdmp_lightning.errors.PDMPConfigurationError: `batch_size`: got 0; expected an integer >= 1.
+    """
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        if allowed is None:
+            allowed = "an integer" if minimum is None else f"an integer >= {minimum}"
+            allowed = f"None or {allowed}" if optional else allowed
+        raise config_error(argument, value, allowed, hint)

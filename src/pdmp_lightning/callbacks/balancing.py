@@ -13,7 +13,7 @@ from torch import Tensor
 
 from pdmp_lightning.batch import BatchKey, check_batch_key, select_from_batch
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.modulation.capture import FeatureCapture
 from pdmp_lightning.modulation.mechanisms import Mechanism, at_least_float32
@@ -92,8 +92,7 @@ class BalancingCallback(ModalityModulationCallback):
             log_every_n_steps=log_every_n_steps,
             log_prefix=log_prefix,
         )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise config_error("seed", seed, "an integer")
+        check_int("seed", seed)
         if features is not None and (
             not isinstance(features, Mapping) or sorted(features) != sorted(self.modality_names)
         ):

@@ -17,7 +17,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelP
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim import Optimizer
 
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 from pdmp_lightning.modality import (
     ModalityGroup,
     ModalitySpecInput,
@@ -71,22 +71,18 @@ class ModalityModulationCallback(Callback):
     ) -> None:
         super().__init__()
         self._specs = parse_modality_specs(modalities)
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise config_error(
-                "start_epoch", start_epoch, "an integer >= 0", "epochs before it are warm-up without modulation."
-            )
-        if end_epoch is not None and (
-            isinstance(end_epoch, bool) or not isinstance(end_epoch, int) or end_epoch <= start_epoch
-        ):
-            raise config_error(
-                "end_epoch", end_epoch, f"None or an integer > start_epoch ({start_epoch})", "end_epoch is exclusive."
-            )
+        check_int("start_epoch", start_epoch, 0, hint="epochs before it are warm-up without modulation.")
+        check_int(
+            "end_epoch",
+            end_epoch,
+            start_epoch + 1,
+            optional=True,
+            allowed=f"None or an integer > start_epoch ({start_epoch})",
+            hint="end_epoch is exclusive.",
+        )
         if mechanism not in MECHANISMS:
             raise config_error("mechanism", mechanism, f"one of {list(MECHANISMS)}")
-        if log_every_n_steps is not None and (
-            isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) or log_every_n_steps < 0
-        ):
-            raise config_error("log_every_n_steps", log_every_n_steps, "None or an integer >= 0")
+        check_int("log_every_n_steps", log_every_n_steps, 0, optional=True)
         self.start_epoch = start_epoch
         self.end_epoch = end_epoch
         self.mechanism: Mechanism = mechanism

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from pdmp_lightning.batch import BatchKey, check_batch_key
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.modulation.coefficients import (
     COEFFICIENT_FORMULAS,
@@ -331,17 +331,13 @@ def _probe_settings(
     num_classes: int | None,
     seed: int,
 ) -> ProbeSettings:
-    def positive_int(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise config_error(name, value, "an integer >= 1")
-
     if metric not in PROBE_METRICS:
         raise config_error("probe_metric", metric, f"one of {list(PROBE_METRICS)}")
-    positive_int("probe_max_epochs", max_epochs)
-    positive_int("probe_patience", patience)
+    check_int("probe_max_epochs", max_epochs, 1)
+    check_int("probe_patience", patience, 1)
     if min_epochs is None:
         min_epochs = min(3, max_epochs)
-    positive_int("probe_min_epochs", min_epochs)
+    check_int("probe_min_epochs", min_epochs, 1)
     if min_epochs > max_epochs:
         raise config_error("probe_min_epochs", min_epochs, f"at most probe_max_epochs ({max_epochs})")
     for name, value, low_open, high in (
@@ -359,12 +355,8 @@ def _probe_settings(
         raise config_error("probe_min_delta", min_delta, "a finite number >= 0")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise config_error("probe_lr", lr, "a finite number > 0")
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
-    ):
-        raise config_error("num_classes", num_classes, "None or an integer >= 2")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise config_error("probe_seed", seed, "an integer")
+    check_int("num_classes", num_classes, 2, optional=True)
+    check_int("probe_seed", seed)
     return ProbeSettings(
         max_epochs=max_epochs,
         min_epochs=min_epochs,

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pdmp_lightning.data.base import InMemoryMultimodalDataModule
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 
 #: The spoken words, index = digit class.
 WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -183,8 +183,7 @@ class AVDigitsDataModule(InMemoryMultimodalDataModule):
             ("image_size", image_size, 8),
             ("n_mels", n_mels, 8),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise config_error(name, value, f"an integer >= {low}")
+            check_int(name, value, low)
         if n_mels > N_FFT // 2 + 1:
             raise config_error("n_mels", n_mels, f"at most {N_FFT // 2 + 1} (the STFT's frequency bins)")
         for name, number, allowed in (
@@ -196,8 +195,7 @@ class AVDigitsDataModule(InMemoryMultimodalDataModule):
                 raise config_error(name, number, allowed)
             if name != "noise_snr_db" and number < 0:
                 raise config_error(name, number, allowed)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise config_error("seed", seed, "an integer")
+        check_int("seed", seed)
         self.cache_dir = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
         self.utterances_per_class = utterances_per_class
         self.image_size = image_size

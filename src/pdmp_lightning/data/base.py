@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 
 LABEL_KEY = "label"
 
@@ -116,10 +116,8 @@ class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise config_error("batch_size", batch_size, "an integer >= 1")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise config_error("num_workers", num_workers, "an integer >= 0")
+        check_int("batch_size", batch_size, 1)
+        check_int("num_workers", num_workers, 0)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
                 raise config_error(name, value, "a number in (0, 1)")

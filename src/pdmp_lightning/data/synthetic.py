@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pdmp_lightning.data.base import InMemoryMultimodalDataModule
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,8 @@ class SyntheticMultimodalDataModule(InMemoryMultimodalDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, val_fraction, test_fraction, seed)
         specs = list(modalities) if modalities is not None else list(DEFAULT_MODALITIES)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise config_error("num_classes", num_classes, "an integer >= 2")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
-            raise config_error("num_samples", num_samples, "an integer >= 10")
+        check_int("num_classes", num_classes, 2)
+        check_int("num_samples", num_samples, 10)
         names = [spec.name for spec in specs]
         if len(specs) < 1 or len(set(names)) != len(names) or "label" in names:
             raise config_error("modalities", names, "one or more modalities with distinct names other than 'label'")

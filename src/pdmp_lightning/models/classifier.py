@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from pdmp_lightning.data.base import LABEL_KEY
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 from pdmp_lightning.models.fusion import FUSIONS, Fusion, FusionName, build_fusion
 
 
@@ -75,8 +75,7 @@ class MultimodalClassifier(pl.LightningModule):
                 f"one encoder for each of the data's modalities {sorted(modalities)}",
                 "add or rename the encoders in the model config.",
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise config_error("num_classes", num_classes, "an integer >= 2")
+        check_int("num_classes", num_classes, 2)
         if fusion not in FUSIONS:
             raise config_error("fusion", fusion, f"one of {list(FUSIONS)}")
         if fusion_condition is not None and fusion_condition not in encoders:

@@ -29,7 +29,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import check_int, config_error
 
 __all__ = ["ConvEncoder", "MLPEncoder", "ResNet18Encoder", "WaveformEncoder"]
 
@@ -41,8 +41,7 @@ def _shape_error(argument: str, x: Tensor, allowed: str) -> ValueError:
 
 
 def _check_positive(argument: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise config_error(argument, value, "a positive integer")
+    check_int(argument, value, 1, allowed="a positive integer")
 
 
 class MLPEncoder(nn.Module):

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from pdmp_lightning.data.audiovisual.media import frame_transform, list_frames, load_audio, load_frames
 from pdmp_lightning.data.audiovisual.splits import ClipEntry, stratified_validation_split
 from pdmp_lightning.data.base import SplitLoaders
-from pdmp_lightning.errors import PDMPConfigurationError, config_error
+from pdmp_lightning.errors import PDMPConfigurationError, check_int, config_error
 
 #: The splits each Lightning stage needs (an unknown or missing stage builds all three).
 STAGE_SPLITS: dict[str, tuple[str, ...]] = {
@@ -119,14 +119,12 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
             ("num_frames", num_frames, 1),
             ("image_size", image_size, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise config_error(name, value, f"an integer >= {minimum}")
+            check_int(name, value, minimum)
         if val_fraction is not None and (
             isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1
         ):
             raise config_error("val_fraction", val_fraction, "a number in (0, 1)")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise config_error("seed", seed, "an integer")
+        check_int("seed", seed)
         if not isinstance(root, str | os.PathLike) or not str(root).strip():
             raise config_error("root", root, "the path of the dataset folder")
         self.root = Path(str(root).strip()).expanduser()
