@@ -30,10 +30,28 @@ def plateau_model(seed: int = 0, **kwargs: Any) -> WithValidation:
     )
 
 
+class StopAfterProbes(pl.Callback):
+    """Ends fit right after on_train_start: the probes see the budget of a long training without running it."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+def probe_only(callback: PDMPCallback, **trainer_options: Any) -> PDMPCallback:
+    options: dict[str, Any] = {"max_steps": -1, "precision": "32-true", **trainer_options}
+    trainer(callbacks=[callback, StopAfterProbes()], **options).fit(plateau_model())
+    assert callback.probe_outcome is not None
+    return callback
+
+
 @pytest.mark.parametrize("seed", [0, 6])
 def test_default_probes_rank_the_slow_strong_modality_first(seed: int) -> None:
+    # A 100-epoch main training: the default budget (a tenth of it) allows full-data probe epochs.
     callback = PDMPCallback(MODALITIES)
-    trainer(callbacks=[callback], precision="32-true").fit(plateau_model(seed))
+    trainer(callbacks=[callback, StopAfterProbes()], precision="32-true", max_steps=-1, max_epochs=100).fit(
+        plateau_model(seed)
+    )
+    assert callback.probe_outcome is not None and callback.probe_outcome.train_batches_per_epoch == 38
     curves = callback.probe_outcome.curves  # type: ignore[union-attr]
     # The hard case: after one probe epoch the weak modality is ahead, so a tiny budget ranks wrong.
     assert curves["audio"].scores[0] > curves["visual"].scores[0]
@@ -91,6 +109,7 @@ def test_report_and_logged_curves(tmp_path: Path) -> None:
     assert reports == [callback.report_path]
     report = json.loads(reports[0].read_text())
     assert report["ranking"] == callback.ranking and report["metric"] == "macro_f1"
+    assert report["main_train_batches"] == 2 and report["config"]["probe"]["budget"] == 0.1
     assert report["scores"] == pytest.approx(callback.probe_scores)
     assert set(report["curves"]) == {"audio", "visual"} and report["validation"] == "val_dataloader"
     assert report["coefficients"] == callback.coefficients and report["source"] == "probes"
@@ -103,7 +122,9 @@ def test_report_and_logged_curves(tmp_path: Path) -> None:
 def test_held_out_slice_when_there_is_no_validation_loader() -> None:
     torch.manual_seed(0)
     model = TwoModalityModel(data=plateau_task(600), num_classes=4, batch_size=32)
-    callback = PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1, probe_val_fraction=0.25)
+    callback = PDMPCallback(
+        MODALITIES, probe_max_epochs=2, probe_min_epochs=1, probe_val_fraction=0.25, probe_budget=None
+    )
     trainer(callbacks=[callback]).fit(model)
     outcome = callback.probe_outcome
     assert outcome is not None and outcome.val_source == "held-out 25% of train"
@@ -111,9 +132,46 @@ def test_held_out_slice_when_there_is_no_validation_loader() -> None:
 
 
 def test_data_fraction_limits_the_probe_batches() -> None:
-    callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1, probe_data_fraction=0.25)
+    callback = PDMPCallback(
+        MODALITIES, probe_max_epochs=1, probe_min_epochs=1, probe_data_fraction=0.25, probe_budget=None
+    )
     trainer(callbacks=[callback], max_steps=1).fit(plateau_model())
     assert callback.probe_outcome.train_batches_per_epoch == 10  # type: ignore[union-attr]  # 38 batches
+
+
+# The plateau task has 38 train batches per epoch.
+@pytest.mark.parametrize(
+    ("trainer_options", "main_batches", "per_epoch"),
+    [
+        ({"max_epochs": 5}, 190, 9),  # floor(0.1 * 190 / 2)
+        ({"max_epochs": 5, "accumulate_grad_batches": 2}, 190, 9),  # counted in batches, not optimizer steps
+        ({"max_epochs": 5, "max_steps": 50}, 50, 2),  # max_steps ends the main training first
+        ({"max_epochs": 5, "limit_train_batches": 10}, 50, 2),
+        ({"max_epochs": 100}, 3800, 38),  # capped by the data: full probe epochs
+        ({"max_epochs": 1}, 38, 1),  # at least one batch per probe epoch
+        ({"max_epochs": -1}, None, 38),  # an unbounded training sets no budget
+    ],
+)
+def test_budget_caps_the_probe_batches_by_the_main_training(
+    trainer_options: dict[str, Any], main_batches: int | None, per_epoch: int
+) -> None:
+    outcome = probe_only(
+        PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1), **trainer_options
+    ).probe_outcome
+    assert outcome is not None
+    assert (outcome.main_train_batches, outcome.train_batches_per_epoch) == (main_batches, per_epoch)
+    if main_batches is not None and per_epoch > 1:
+        assert per_epoch * 2 <= 0.1 * main_batches  # the probes never train on more than the budget
+
+
+def test_budget_none_and_data_fraction_compose() -> None:
+    unbounded = probe_only(PDMPCallback(MODALITIES, probe_max_epochs=1, probe_budget=None), max_epochs=2)
+    assert unbounded.probe_outcome is not None and unbounded.probe_outcome.train_batches_per_epoch == 38
+    # The smaller of the two limits wins: ceil(0.25 * 38) = 10 under a budget of floor(0.5 * 380 / 1) = 190.
+    both = probe_only(
+        PDMPCallback(MODALITIES, probe_max_epochs=1, probe_budget=0.5, probe_data_fraction=0.25), max_epochs=10
+    )
+    assert both.probe_outcome is not None and both.probe_outcome.train_batches_per_epoch == 10
 
 
 class TupleModel(TwoModalityModel):

@@ -73,11 +73,16 @@ class PDMPCallback(ModalityModulationCallback):
             or ``"update"``.
         probe_metric: ``"accuracy"`` or ``"macro_f1"`` on the validation data.
         probe_max_epochs: Hard cap on probe epochs.
+        probe_budget: Share of the main training's train batches the probes may train on in all:
+            each probe epoch uses at most ``probe_budget * T / probe_max_epochs`` of the main
+            training's T batches (at least one). Long trainings get full-data probe epochs, short ones
+            small probes. None: no cap (every probe epoch uses ``probe_data_fraction`` of the data).
         probe_min_epochs: Epochs every probe trains before its stopping rule applies (None: 3, or
             ``probe_max_epochs`` if smaller).
         probe_patience: A probe stops after this many epochs without improvement.
         probe_min_delta: Smallest score increase that counts as improvement.
-        probe_data_fraction: Fraction of the train batches in each probe epoch (0, 1].
+        probe_data_fraction: Fraction of the train batches in each probe epoch (0, 1], before the
+            ``probe_budget`` cap.
         probe_val_fraction: Share of the train set held out for scoring when there is no
             validation dataloader.
         probe_lr: Adam learning rate of the probes.
@@ -108,7 +113,8 @@ class PDMPCallback(ModalityModulationCallback):
         coefficient_formula: CoefficientFormula = "constant",
         mechanism: Mechanism = "auto",
         probe_metric: ProbeMetric = "accuracy",
-        probe_max_epochs: PositiveInt = 20,
+        probe_max_epochs: PositiveInt = 10,
+        probe_budget: PositiveFloat | None = 0.1,
         probe_min_epochs: PositiveInt | None = None,
         probe_patience: PositiveInt = 3,
         probe_min_delta: NonNegativeFloat = 0.0,
@@ -138,6 +144,7 @@ class PDMPCallback(ModalityModulationCallback):
         self.probe_settings = _probe_settings(
             probe_metric,
             probe_max_epochs,
+            probe_budget,
             probe_min_epochs,
             probe_patience,
             probe_min_delta,
@@ -322,6 +329,7 @@ class PDMPCallback(ModalityModulationCallback):
 def _probe_settings(
     metric: str,
     max_epochs: int,
+    budget: float | None,
     min_epochs: int | None,
     patience: int,
     min_delta: float,
@@ -355,10 +363,20 @@ def _probe_settings(
         raise config_error("probe_min_delta", min_delta, "a finite number >= 0")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise config_error("probe_lr", lr, "a finite number > 0")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget <= 0
+    ):
+        raise config_error(
+            "probe_budget",
+            budget,
+            "a finite number > 0 (share of the main training's train batches) or None",
+            "0.1 lets the probes train on at most a tenth of what the main training does.",
+        )
     check_int("num_classes", num_classes, 2, optional=True)
     check_int("probe_seed", seed)
     return ProbeSettings(
         max_epochs=max_epochs,
+        budget=None if budget is None else float(budget),
         min_epochs=min_epochs,
         patience=patience,
         min_delta=float(min_delta),

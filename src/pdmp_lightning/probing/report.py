@@ -36,6 +36,7 @@ def probe_report(
             num_classes=outcome.num_classes,
             seconds=round(outcome.seconds, 3),
             train_batches_per_epoch=outcome.train_batches_per_epoch,
+            main_train_batches=outcome.main_train_batches,
             validation=outcome.val_source,
             curves={
                 m: {

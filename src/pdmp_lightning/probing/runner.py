@@ -6,6 +6,11 @@ validation curve: when its best score has not improved by more than ``min_delta`
 and cannot beat a slower one that keeps climbing. Patience only starts to count after
 ``min_epochs`` and once the probe has risen clearly above chance (10% of the way from 1/C to 1):
 an encoder that needs a few epochs before it learns anything is not mistaken for a plateau.
+
+The probes' cost follows the main training's: with ``budget`` b, ``max_epochs`` E and a main
+training of T train batches, each probe epoch uses at most ``b * T / E`` train batches, so the probes
+never train on more than ``b * T`` batches in all (plus one validation pass per probe epoch). A long
+training therefore gets full-data probes, a short one small probes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.plugins import Precision
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Subset
 from torchmetrics import Metric
@@ -41,6 +47,8 @@ class ProbeSettings:
 
     Attributes:
         max_epochs: Hard cap on probe epochs (passes over the probe data).
+        budget: Share of the main training's train batches the probes may train on in all
+            (spread over ``max_epochs``); None: no cap beyond ``data_fraction``.
         min_epochs: Epochs every probe trains before it may stop (slow starters get a chance).
         patience: Epochs without improvement after which a probe stops.
         min_delta: Smallest score increase that counts as improvement.
@@ -52,7 +60,8 @@ class ProbeSettings:
         seed: Seed of the held-out split.
     """
 
-    max_epochs: int = 20
+    max_epochs: int = 10
+    budget: float | None = 0.1
     min_epochs: int = 3
     patience: int = 3
     min_delta: float = 0.0
@@ -93,6 +102,8 @@ class ProbeOutcome:
     seconds: float
     train_batches_per_epoch: int
     val_source: str
+    #: The main training's train batches the budget was taken from (None: unbounded or no budget).
+    main_train_batches: int | None = None
 
     @property
     def scores(self) -> dict[str, float]:
@@ -110,6 +121,7 @@ class _ProbeData:
     train_batches: int
     val_batches: int
     owns_samplers: bool = False
+    main_train_batches: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffles the held-out slices each probe epoch (the Trainer's loaders are left alone)."""
@@ -155,6 +167,13 @@ class ProbeRunner:
         start = time.perf_counter()
         data = self._data(trainer)
         train_loader, num_batches = data.train, data.train_batches
+        if data.main_train_batches is not None:
+            rank_zero_info(
+                f"PDMP probes: {num_batches} train batches per probe epoch, at most "
+                f"{num_batches * self.settings.max_epochs} in all: probe_budget={self.settings.budget:g} of the main "
+                f"training's {data.main_train_batches} batches over probe_max_epochs={self.settings.max_epochs} "
+                "(raise probe_budget for larger probes, or set it to None for full-data probe epochs)."
+            )
         self._precision = trainer.precision_plugin
         first = self._to_device(next(iter(train_loader)), pl_module)
         num_classes = self._num_classes(trainer, pl_module, train_loader)
@@ -191,7 +210,7 @@ class ProbeRunner:
         for curve in curves.values():
             curve.stopped = curve.stopped or "max_epochs"
         seconds = time.perf_counter() - start
-        return ProbeOutcome(curves, num_classes, seconds, num_batches, data.val_source)
+        return ProbeOutcome(curves, num_classes, seconds, num_batches, data.val_source, data.main_train_batches)
 
     # --- data -----------------------------------------------------------------------------------
 
@@ -207,6 +226,8 @@ class ProbeRunner:
         val = trainer.val_dataloaders
         if isinstance(val, list | tuple):
             val = val[0] if val else None
+        main_batches = self._main_train_batches(trainer)
+        per_epoch = self._budget_per_epoch(main_batches)
         if isinstance(val, DataLoader) and trainer.limit_val_batches != 0:
             # The Trainer's own limits (limit_train_batches, limit_val_batches) apply to the probes too.
             train_limit, val_limit = trainer.num_training_batches, (trainer.num_val_batches or [math.inf])[0]
@@ -214,18 +235,37 @@ class ProbeRunner:
                 train=train,
                 val=val,
                 val_source="val_dataloader",
-                train_batches=self._limit(train, "train_dataloader", train_limit, self.settings.data_fraction),
+                train_batches=self._limit(
+                    train, "train_dataloader", train_limit, self.settings.data_fraction, per_epoch
+                ),
                 val_batches=self._limit(val, "val_dataloader", val_limit),
+                main_train_batches=main_batches,
             )
         held_train, held_val = self._held_out(train, trainer)
         return _ProbeData(
             train=held_train,
             val=held_val,
             val_source=f"held-out {self.settings.val_fraction:.0%} of train",
-            train_batches=self._limit(held_train, "train_dataloader", math.inf, self.settings.data_fraction),
+            train_batches=self._limit(held_train, "train_dataloader", math.inf, self.settings.data_fraction, per_epoch),
             val_batches=self._limit(held_val, "val_dataloader", math.inf),
             owns_samplers=True,
+            main_train_batches=main_batches,
         )
+
+    def _main_train_batches(self, trainer: pl.Trainer) -> int | None:
+        """Train batches the main training will run on this process, or None if unbounded or not needed."""
+        if self.settings.budget is None:
+            return None
+        steps = trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            return None
+        return int(steps) * trainer.accumulate_grad_batches
+
+    def _budget_per_epoch(self, main_batches: int | None) -> float:
+        if main_batches is None or self.settings.budget is None:
+            return math.inf
+        # At least one batch per probe epoch: a probe that never trains cannot rank anything.
+        return max(1, math.floor(self.settings.budget * main_batches / self.settings.max_epochs))
 
     def _held_out(self, train: DataLoader[Any], trainer: pl.Trainer) -> tuple[DataLoader[Any], DataLoader[Any]]:
         dataset = train.dataset
@@ -263,14 +303,16 @@ class ProbeRunner:
         return loaders[0], loaders[1]
 
     @staticmethod
-    def _limit(loader: DataLoader[Any], argument: str, trainer_limit: float, fraction: float = 1.0) -> int:
+    def _limit(
+        loader: DataLoader[Any], argument: str, trainer_limit: float, fraction: float = 1.0, cap: float = math.inf
+    ) -> int:
         try:
             total = min(len(loader), trainer_limit)
         except TypeError:
             total = 0
         if total == 0:
             raise config_error(argument, "an empty or unsized loader", "a loader with at least one batch and a length")
-        return max(1, math.ceil(fraction * total))
+        return int(max(1, min(math.ceil(fraction * total), cap)))
 
     def _to_device(self, batch: Any, pl_module: pl.LightningModule) -> Any:
         batch = pl_module.on_before_batch_transfer(batch, 0)
