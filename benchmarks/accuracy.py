@@ -20,9 +20,9 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.common import METHODS, OUT, TASKS, Run, machine, mean_std, run_all, write_json
+from benchmarks.common import EXTRA_METHODS, METHODS, OUT, TASKS, Run, machine, mean_std, run_all, write_json
 
-COLUMNS = (*METHODS, "best_single")
+COLUMNS = (*METHODS, "best_single", *EXTRA_METHODS)
 
 
 def best_single(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -80,8 +80,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), help="a subset of the methods")
-    parser.add_argument("--append", action="store_true", help="merge into accuracy.json, replacing these tasks' rows")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=list(METHODS),
+        choices=[*METHODS, *EXTRA_METHODS],
+        help="a subset of the methods",
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="merge into accuracy.json, replacing the rows of these tasks and methods"
+    )
     parser.add_argument("--quick", action="store_true")
     options = parser.parse_args()
     tasks = ["synthetic2", "mfeat_mor_pix"] if options.quick else options.tasks
@@ -99,8 +107,10 @@ def main() -> None:
     suffix = "_quick" if options.quick else ""
     if options.append and (OUT / "accuracy.json").is_file():
         previous = json.loads((OUT / "accuracy.json").read_text())
-        rows = [r for r in previous["rows"] if r["task"] not in tasks] + rows
+        replaced = {(t, m) for t in tasks for m in (*options.methods, "best_single")}
+        rows = [r for r in previous["rows"] if (r["task"], r["method"]) not in replaced] + rows
         unimodal = [r for r in previous["unimodal_runs"] if r["task"] not in tasks] + unimodal
+        rows.sort(key=lambda r: (list(TASKS).index(r["task"]), r["seed"]))
     write_json(f"accuracy{suffix}.json", {"machine": machine(), "rows": rows, "unimodal_runs": unimodal})
     lines = [
         f"Test accuracy (%) , mean ± std over {seeds} seeds; {machine()}.",

@@ -38,6 +38,10 @@ from pdmp_lightning.models import ConvEncoder, MLPEncoder, MultimodalClassifier
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
 METHODS = ("joint", "pdmp", "ogm_ge", "opm", "agm", "mmpareto")
+#: Ablations run on request: PDMP on MMPareto's model (unimodal heads and losses).
+EXTRA_METHODS = ("pdmp_heads",)
+#: Methods whose model has unimodal heads and losses.
+WITH_HEADS = ("mmpareto", "pdmp_heads")
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,10 @@ class Run:
     options: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None
     test: bool = True
-    #: Stop after the probes and one training step (probe cost and ranking only).
+    #: Stop right after the probes (probe cost and ranking only); the probes still see the task's budget.
     probe_only: bool = False
+    #: Seed of the weights and batch order when it should differ from the data split's ``seed``.
+    init_seed: int | None = None
 
 
 def datamodule(task: Task, seed: int) -> pl.LightningDataModule:
@@ -129,6 +135,7 @@ def method_callback(method: str, modalities: Sequence[str], options: dict[str, A
     paths = {m: f"encoders.{m}" for m in modalities}
     factories: dict[str, Callable[..., Callback]] = {
         "pdmp": pdmp_lightning.PDMPCallback,
+        "pdmp_heads": pdmp_lightning.PDMPCallback,
         "ogm_ge": pdmp_lightning.OGMGECallback,
         "opm": pdmp_lightning.OPMCallback,
         "agm": pdmp_lightning.AGMCallback,
@@ -142,20 +149,22 @@ def execute(run: Run) -> dict[str, Any]:
     task = TASKS[run.task]
     pl.seed_everything(run.seed, workers=True, verbose=False)
     data = datamodule(task, run.seed)
+    if run.init_seed is not None:  # same split, other weights and batch order
+        pl.seed_everything(run.init_seed, workers=True, verbose=False)
     unimodal = run.method.startswith("unimodal:")
     modalities = [run.method.split(":", 1)[1]] if unimodal else list(task.modalities)
-    module = model(data, modalities, heads=run.method == "mmpareto")
+    module = model(data, modalities, heads=run.method in WITH_HEADS)
     callback = None if unimodal else method_callback(run.method, task.modalities, run.options)
     with tempfile.TemporaryDirectory() as scratch:
-        # A probe-only run stops after one step, before any validation: nothing to select.
+        # A probe-only run stops before any training step or validation: nothing to select.
         checkpoint = None if run.probe_only else ModelCheckpoint(dirpath=scratch, monitor="val_accuracy", mode="max")
+        stop = StopAfterTrainStart() if run.probe_only else None
         trainer = pl.Trainer(
             max_epochs=run.epochs or task.epochs,
-            max_steps=1 if run.probe_only else -1,
             accelerator="cpu",
             devices=1,
             logger=False,
-            callbacks=[c for c in (callback, checkpoint) if c is not None],
+            callbacks=[c for c in (callback, checkpoint, stop) if c is not None],
             enable_progress_bar=False,
             enable_model_summary=False,
             deterministic=True,
@@ -186,6 +195,13 @@ def execute(run: Run) -> dict[str, Any]:
             probe_seconds=round(callback.probe_outcome.seconds, 2),
         )
     return row
+
+
+class StopAfterTrainStart(Callback):
+    """Ends fit after on_train_start (after the probes), so the probes see the task's full budget."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
 
 
 def _initialise_worker() -> None:

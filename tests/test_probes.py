@@ -15,7 +15,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from pdmp_lightning import PDMPCallback, PDMPConfigurationError
+from pdmp_lightning import PDMPCallback, PDMPConfigurationError, ProbeRankingWarning
+from pdmp_lightning.probing.runner import ProbeCurve, ProbeOutcome
 from tests.helpers import MODALITIES, TwoModalityModel, WithValidation, parameters, plateau_task, random_data, trainer
 
 
@@ -45,6 +46,7 @@ def probe_only(callback: PDMPCallback, **trainer_options: Any) -> PDMPCallback:
 
 
 @pytest.mark.parametrize("seed", [0, 6])
+@pytest.mark.filterwarnings("error::pdmp_lightning.ProbeRankingWarning")  # a clear ranking raises no doubt
 def test_default_probes_rank_the_slow_strong_modality_first(seed: int) -> None:
     # A 100-epoch main training: the default budget (a tenth of it) allows full-data probe epochs.
     callback = PDMPCallback(MODALITIES)
@@ -109,7 +111,7 @@ def test_report_and_logged_curves(tmp_path: Path) -> None:
     assert reports == [callback.report_path]
     report = json.loads(reports[0].read_text())
     assert report["ranking"] == callback.ranking and report["metric"] == "macro_f1"
-    assert report["main_train_batches"] == 2 and report["config"]["probe"]["budget"] == 0.1
+    assert report["main_train_batches"] == 2 and report["config"]["probe"]["budget"] == 0.15
     assert report["scores"] == pytest.approx(callback.probe_scores)
     assert set(report["curves"]) == {"audio", "visual"} and report["validation"] == "val_dataloader"
     assert report["coefficients"] == callback.coefficients and report["source"] == "probes"
@@ -143,12 +145,12 @@ def test_data_fraction_limits_the_probe_batches() -> None:
 @pytest.mark.parametrize(
     ("trainer_options", "main_batches", "per_epoch"),
     [
-        ({"max_epochs": 5}, 190, 9),  # floor(0.1 * 190 / 2)
-        ({"max_epochs": 5, "accumulate_grad_batches": 2}, 190, 9),  # counted in batches, not optimizer steps
-        ({"max_epochs": 5, "max_steps": 50}, 50, 2),  # max_steps ends the main training first
-        ({"max_epochs": 5, "limit_train_batches": 10}, 50, 2),
+        ({"max_epochs": 5}, 190, 14),  # floor(0.15 * 190 / 2)
+        ({"max_epochs": 5, "accumulate_grad_batches": 2}, 190, 14),  # counted in batches, not optimizer steps
+        ({"max_epochs": 5, "max_steps": 50}, 50, 3),  # max_steps ends the main training first
+        ({"max_epochs": 5, "limit_train_batches": 10}, 50, 3),
         ({"max_epochs": 100}, 3800, 38),  # capped by the data: full probe epochs
-        ({"max_epochs": 1}, 38, 1),  # at least one batch per probe epoch
+        ({"max_epochs": 1, "max_steps": 10}, 10, 1),  # at least one batch per probe epoch
         ({"max_epochs": -1}, None, 38),  # an unbounded training sets no budget
     ],
 )
@@ -161,7 +163,7 @@ def test_budget_caps_the_probe_batches_by_the_main_training(
     assert outcome is not None
     assert (outcome.main_train_batches, outcome.train_batches_per_epoch) == (main_batches, per_epoch)
     if main_batches is not None and per_epoch > 1:
-        assert per_epoch * 2 <= 0.1 * main_batches  # the probes never train on more than the budget
+        assert per_epoch * 2 <= 0.15 * main_batches  # the probes never train on more than the budget
 
 
 def test_budget_none_and_data_fraction_compose() -> None:
@@ -269,3 +271,39 @@ def test_an_empty_validation_loader_is_named() -> None:
         pytest.raises(PDMPConfigurationError, match=r"`val_dataloader`: got 'an empty or unsized loader'"),
     ):
         trainer(callbacks=[PDMPCallback(MODALITIES)], max_steps=1).fit(EmptyValidation())
+
+
+def outcome_with(scores: dict[str, float], num_classes: int = 4, val_samples: int = 400) -> ProbeOutcome:
+    curves = {m: ProbeCurve(m, scores=[score]) for m, score in scores.items()}
+    return ProbeOutcome(curves, num_classes, 0.0, 1, "val_dataloader", val_samples=val_samples)
+
+
+@pytest.mark.parametrize(
+    ("scores", "num_classes", "val_samples", "expected"),
+    [
+        ({"audio": 0.6, "visual": 0.95}, 4, 400, []),
+        # one standard error of the difference: sqrt((.8 * .2 + .78 * .22) / 400) = 0.0288
+        ({"audio": 0.78, "visual": 0.80}, 4, 400, ["within one standard error (0.029) on 400 validation samples"]),
+        ({"audio": 0.78, "visual": 0.80}, 4, 10_000, []),  # the same gap is clear on more samples
+        ({"audio": 0.26, "visual": 0.31}, 4, 4000, ["barely above chance (0.250)"]),  # threshold 0.325
+        ({"a": 0.9, "b": 0.89, "c": 0.2}, 10, 400, ["a (0.900) leads b (0.890)"]),  # only the top two matter
+    ],
+)
+def test_doubts_flag_near_chance_and_ties(
+    scores: dict[str, float], num_classes: int, val_samples: int, expected: list[str]
+) -> None:
+    doubts = outcome_with(scores, num_classes, val_samples).doubts()
+    assert len(doubts) == len(expected)
+    for doubt, fragment in zip(doubts, expected, strict=True):
+        assert fragment in doubt
+
+
+def test_undertrained_probes_warn_and_the_report_lists_the_doubt(tmp_path: Path) -> None:
+    # A five-step main training leaves the probes one batch: they cannot learn anything.
+    callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
+    logger = CSVLogger(tmp_path, name="run")
+    with pytest.warns(ProbeRankingWarning, match=r"uncertain: the best probe .* barely above chance.*probe_budget"):
+        trainer(callbacks=[callback, StopAfterProbes()], logger=logger, max_steps=5, max_epochs=1).fit(plateau_model())
+    assert callback.probe_outcome is not None and callback.probe_outcome.val_samples == 400
+    report = json.loads(Path(callback.report_path or "").read_text())
+    assert report["doubts"] == callback.probe_outcome.doubts() and len(report["doubts"]) >= 1

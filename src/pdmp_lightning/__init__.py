@@ -10,7 +10,7 @@ from pdmp_lightning.callbacks import (
     OPMCallback,
     PDMPCallback,
 )
-from pdmp_lightning.errors import PDMPConfigurationError
+from pdmp_lightning.errors import PDMPConfigurationError, ProbeRankingWarning
 from pdmp_lightning.modulation.coefficients import priority_coefficients
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "OPMCallback",
     "PDMPCallback",
     "PDMPConfigurationError",
+    "ProbeRankingWarning",
     "__version__",
     "priority_coefficients",
 ]

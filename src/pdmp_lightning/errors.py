@@ -1,4 +1,4 @@
-"""The one error type the library raises for bad configuration, and a helper that formats it."""
+"""The error type the library raises for bad configuration, a helper that formats it, and its warnings."""
 
 from __future__ import annotations
 
@@ -18,6 +18,26 @@ class PDMPConfigurationError(ValueError):
         ... except PDMPConfigurationError as error:
         ...     print(str(error).split(". Hint")[0])
         `gamma_p`: got -1.0; expected a finite number > 0
+    """
+
+
+class ProbeRankingWarning(UserWarning):
+    """The probes' ranking may not be the one full unimodal training would give.
+
+    Issued by :class:`~pdmp_lightning.PDMPCallback` when the best probe is barely above chance, or
+    when the best two probes are within one standard error of each other on the validation data.
+    The probe report lists the same doubts under ``"doubts"``. Turn it into an error to stop such a
+    run before it trains, or silence it once you have checked the ranking.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("error", ProbeRankingWarning)  # fail fast instead of training on a guess
+        ...     try:
+        ...         warnings.warn("the probes are tied", ProbeRankingWarning)
+        ...     except ProbeRankingWarning as warning:
+        ...         print(f"stopped: {warning}")
+        stopped: the probes are tied
     """
 
 

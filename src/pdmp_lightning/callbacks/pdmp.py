@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from pdmp_lightning.batch import BatchKey, check_batch_key
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
-from pdmp_lightning.errors import check_int, config_error
+from pdmp_lightning.errors import ProbeRankingWarning, check_int, config_error
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.modulation.coefficients import (
     COEFFICIENT_FORMULAS,
@@ -114,7 +114,7 @@ class PDMPCallback(ModalityModulationCallback):
         mechanism: Mechanism = "auto",
         probe_metric: ProbeMetric = "accuracy",
         probe_max_epochs: PositiveInt = 10,
-        probe_budget: PositiveFloat | None = 0.1,
+        probe_budget: PositiveFloat | None = 0.15,
         probe_min_epochs: PositiveInt | None = None,
         probe_patience: PositiveInt = 3,
         probe_min_delta: NonNegativeFloat = 0.0,
@@ -238,6 +238,13 @@ class PDMPCallback(ModalityModulationCallback):
         self._ranking = trainer.strategy.broadcast(rank_by_score(outcome.scores), src=0)
         self._probe_scores = outcome.scores
         self.probe_outcome = outcome
+        for doubt in outcome.doubts():
+            rank_zero_warn(
+                f"PDMPCallback: the probes' ranking {self._ranking} is uncertain: {doubt}. Hint: raise `probe_budget` "
+                "(the probes train on that share of the main training) or pass `ranking` if you know the dominant "
+                "modality.",
+                category=ProbeRankingWarning,
+            )
         return outcome
 
     def _restore(self) -> bool:
@@ -370,7 +377,7 @@ def _probe_settings(
             "probe_budget",
             budget,
             "a finite number > 0 (share of the main training's train batches) or None",
-            "0.1 lets the probes train on at most a tenth of what the main training does.",
+            "0.15 (the default) lets the probes train on at most 15% of what the main training does.",
         )
     check_int("num_classes", num_classes, 2, optional=True)
     check_int("probe_seed", seed)

@@ -37,6 +37,8 @@ def probe_report(
             seconds=round(outcome.seconds, 3),
             train_batches_per_epoch=outcome.train_batches_per_epoch,
             main_train_batches=outcome.main_train_batches,
+            val_samples=outcome.val_samples,
+            doubts=outcome.doubts(),
             validation=outcome.val_source,
             curves={
                 m: {

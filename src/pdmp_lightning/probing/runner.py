@@ -61,7 +61,7 @@ class ProbeSettings:
     """
 
     max_epochs: int = 10
-    budget: float | None = 0.1
+    budget: float | None = 0.15
     min_epochs: int = 3
     patience: int = 3
     min_delta: float = 0.0
@@ -104,11 +104,38 @@ class ProbeOutcome:
     val_source: str
     #: The main training's train batches the budget was taken from (None: unbounded or no budget).
     main_train_batches: int | None = None
+    #: Validation samples each score was computed on (all processes together).
+    val_samples: int = 0
 
     @property
     def scores(self) -> dict[str, float]:
         """Modality -> best validation score."""
         return {m: c.best_score for m, c in self.curves.items()}
+
+    def doubts(self) -> list[str]:
+        """Why the ranking may not be what full unimodal training would give; empty when it is clear.
+
+        Two cases: the best probe is barely above chance (the probes learned next to nothing), or
+        the best two scores are within one standard error of their difference on ``val_samples``
+        (binomial approximation): a tie decided by validation noise.
+        """
+        ranked = sorted(self.scores.items(), key=lambda item: (-item[1], item[0]))
+        (first, best), (second, runner_up) = ranked[0], ranked[1]
+        chance = 1.0 / self.num_classes
+        doubts = []
+        if best < chance + 0.1 * (1.0 - chance):
+            doubts.append(
+                f"the best probe ({first}: {best:.3f}) is barely above chance ({chance:.3f}): the probes learned "
+                "next to nothing and the ranking is a guess"
+            )
+        samples = max(self.val_samples, 1)
+        noise = math.sqrt((best * (1 - best) + runner_up * (1 - runner_up)) / samples)
+        if best - runner_up <= noise:
+            doubts.append(
+                f"{first} ({best:.3f}) leads {second} ({runner_up:.3f}) by {best - runner_up:.3f}, within one "
+                f"standard error ({noise:.3f}) on {self.val_samples} validation samples: a tie decided by noise"
+            )
+        return doubts
 
 
 @dataclass
@@ -153,6 +180,7 @@ class ProbeRunner:
         self.inputs = dict(inputs)
         self.target = target
         self._precision: Precision = Precision()
+        self._val_samples = 0
 
     def run(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, groups: Mapping[str, ModalityGroup]
@@ -210,7 +238,12 @@ class ProbeRunner:
         for curve in curves.values():
             curve.stopped = curve.stopped or "max_epochs"
         seconds = time.perf_counter() - start
-        return ProbeOutcome(curves, num_classes, seconds, num_batches, data.val_source, data.main_train_batches)
+        samples = trainer.strategy.reduce(
+            torch.tensor(float(self._val_samples), device=pl_module.device), reduce_op="sum"
+        )
+        return ProbeOutcome(
+            curves, num_classes, seconds, num_batches, data.val_source, data.main_train_batches, int(samples.item())
+        )
 
     # --- data -----------------------------------------------------------------------------------
 
@@ -413,9 +446,10 @@ class ProbeRunner:
         for m in active:
             probes[m].eval()
             metrics[m].reset()
-        seen = 0
+        seen, self._val_samples = 0, 0
         for batch in self._batches(data.val, pl_module, data.val_batches):
             labels = self._labels(batch, num_classes)
+            self._val_samples += labels.numel()
             for modality in active:
                 with self._precision.val_step_context():
                     logits = probes[modality](self._input(batch, modality))
