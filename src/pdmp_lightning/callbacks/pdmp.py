@@ -42,6 +42,10 @@ from pdmp_lightning.types import (
     PositiveInt,
 )
 
+#: Warm-up as a share of the training, and in epochs when the length is unknown (the paper: 5 of 100).
+WARMUP_SHARE = 0.05
+PAPER_WARMUP_EPOCHS = 5
+
 
 class PDMPCallback(ModalityModulationCallback):
     """Performance-Dominant Modality Prioritization (arXiv 2604.05773) for any LightningModule.
@@ -63,7 +67,9 @@ class PDMPCallback(ModalityModulationCallback):
         inputs: Modality -> batch key (dict batches) or index (tuple batches) of its input;
             default: the modality's name.
         target: Batch key or index of the integer class labels.
-        start_epoch: First modulated epoch; the epochs before it are warm-up.
+        start_epoch: First modulated epoch; the epochs before it are warm-up. None: 5% of the main
+            training's epochs, rounded half up (the paper's 5 warm-up epochs of 100; 1 of 15), resolved
+            when training starts.
         end_epoch: First epoch after the modulation window (exclusive); None: until the end.
         coefficient_formula: ``"constant"`` (k = gamma), ``"offset"`` (k = 1 + gamma) or
             ``"normalized"`` (k_m = M * gamma_m / sum of gammas).
@@ -108,7 +114,7 @@ class PDMPCallback(ModalityModulationCallback):
         ranking: Sequence[str] | None = None,
         inputs: Mapping[str, BatchKey] | None = None,
         target: BatchKey = "label",
-        start_epoch: NonNegativeInt = 5,
+        start_epoch: NonNegativeInt | None = None,
         end_epoch: PositiveInt | None = None,
         coefficient_formula: CoefficientFormula = "constant",
         mechanism: Mechanism = "auto",
@@ -128,7 +134,7 @@ class PDMPCallback(ModalityModulationCallback):
     ) -> None:
         super().__init__(
             modalities,
-            start_epoch=start_epoch,
+            start_epoch=0 if start_epoch is None else start_epoch,
             end_epoch=end_epoch,
             mechanism=mechanism,
             log_every_n_steps=log_every_n_steps,
@@ -163,6 +169,7 @@ class PDMPCallback(ModalityModulationCallback):
         self._restored: dict[str, Any] | None = None
         self.probe_outcome: ProbeOutcome | None = None
         self.report_path: Path | None = None
+        self._warmup_from_training = start_epoch is None
         if self._ranking is not None:
             self._set_coefficients()
 
@@ -191,8 +198,10 @@ class PDMPCallback(ModalityModulationCallback):
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Resolved first: an incompatible mechanism fails before any probe runs or report is written.
+        # Resolved first: an incompatible mechanism or window fails before any probe runs or report is written.
         mechanism = self._resolve_mechanism(trainer)
+        if self._warmup_from_training:
+            self.start_epoch = self._warmup_epochs(trainer)
         outcome = None
         if self._given_ranking is not None:
             # An explicit ranking wins over anything a checkpoint holds.
@@ -208,6 +217,26 @@ class PDMPCallback(ModalityModulationCallback):
         self._set_coefficients()
         self._publish(trainer, outcome)
         self._install_modulator(mechanism, pl_module)
+
+    def _warmup_epochs(self, trainer: pl.Trainer) -> int:
+        """5% of the main training's epochs, rounded half up: the paper's 5 warm-up epochs of 100."""
+        steps, batches = trainer.estimated_stepping_batches, trainer.num_training_batches
+        if not (math.isfinite(steps) and math.isfinite(batches) and batches > 0):
+            rank_zero_info(
+                f"PDMPCallback: the training has no known length; warm-up of {PAPER_WARMUP_EPOCHS} epochs "
+                "(the paper's). Set `start_epoch` to choose another."
+            )
+            return PAPER_WARMUP_EPOCHS
+        epochs = math.ceil(steps * trainer.accumulate_grad_batches / batches)
+        warmup = math.floor(WARMUP_SHARE * epochs + 0.5)
+        if self.end_epoch is not None and warmup >= self.end_epoch:
+            raise config_error(
+                "start_epoch",
+                None,
+                f"a warm-up shorter than end_epoch ({self.end_epoch})",
+                f"5% of this training's {epochs} epochs is {warmup}; set `start_epoch` explicitly.",
+            )
+        return warmup
 
     def state_dict(self) -> dict[str, Any]:
         return {
