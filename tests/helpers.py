@@ -108,6 +108,14 @@ class WithValidation(TwoModalityModel):
         return DataLoader(self.val_data, batch_size=self.batch_size, shuffle=False)
 
 
+class StopAfterTrainStart(pl.Callback):
+    """Ends fit right after on_train_start: the probes and the warm-up see the budget of a long training
+    without running it."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
 def trainer(**overrides: Any) -> pl.Trainer:
     options: dict[str, Any] = dict(
         accelerator="cpu",

@@ -17,7 +17,16 @@ from torch.utils.data import DataLoader
 
 from pdmp_lightning import PDMPCallback, PDMPConfigurationError, ProbeRankingWarning
 from pdmp_lightning.probing.runner import ProbeCurve, ProbeOutcome
-from tests.helpers import MODALITIES, TwoModalityModel, WithValidation, parameters, plateau_task, random_data, trainer
+from tests.helpers import (
+    MODALITIES,
+    StopAfterTrainStart,
+    TwoModalityModel,
+    WithValidation,
+    parameters,
+    plateau_task,
+    random_data,
+    trainer,
+)
 
 
 def plateau_model(seed: int = 0, **kwargs: Any) -> WithValidation:
@@ -31,16 +40,9 @@ def plateau_model(seed: int = 0, **kwargs: Any) -> WithValidation:
     )
 
 
-class StopAfterProbes(pl.Callback):
-    """Ends fit right after on_train_start: the probes see the budget of a long training without running it."""
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.should_stop = True
-
-
 def probe_only(callback: PDMPCallback, **trainer_options: Any) -> PDMPCallback:
     options: dict[str, Any] = {"max_steps": -1, "precision": "32-true", **trainer_options}
-    trainer(callbacks=[callback, StopAfterProbes()], **options).fit(plateau_model())
+    trainer(callbacks=[callback, StopAfterTrainStart()], **options).fit(plateau_model())
     assert callback.probe_outcome is not None
     return callback
 
@@ -50,7 +52,7 @@ def probe_only(callback: PDMPCallback, **trainer_options: Any) -> PDMPCallback:
 def test_default_probes_rank_the_slow_strong_modality_first(seed: int) -> None:
     # A 100-epoch main training: the default budget (a tenth of it) allows full-data probe epochs.
     callback = PDMPCallback(MODALITIES)
-    trainer(callbacks=[callback, StopAfterProbes()], precision="32-true", max_steps=-1, max_epochs=100).fit(
+    trainer(callbacks=[callback, StopAfterTrainStart()], precision="32-true", max_steps=-1, max_epochs=100).fit(
         plateau_model(seed)
     )
     assert callback.probe_outcome is not None and callback.probe_outcome.train_batches_per_epoch == 38
@@ -303,7 +305,9 @@ def test_undertrained_probes_warn_and_the_report_lists_the_doubt(tmp_path: Path)
     callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
     logger = CSVLogger(tmp_path, name="run")
     with pytest.warns(ProbeRankingWarning, match=r"uncertain: the best probe .* barely above chance.*probe_budget"):
-        trainer(callbacks=[callback, StopAfterProbes()], logger=logger, max_steps=5, max_epochs=1).fit(plateau_model())
+        trainer(callbacks=[callback, StopAfterTrainStart()], logger=logger, max_steps=5, max_epochs=1).fit(
+            plateau_model()
+        )
     assert callback.probe_outcome is not None and callback.probe_outcome.val_samples == 400
     report = json.loads(Path(callback.report_path or "").read_text())
     assert report["doubts"] == callback.probe_outcome.doubts() and len(report["doubts"]) >= 1

@@ -11,12 +11,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger
 
 from pdmp_lightning import PDMPCallback, PDMPConfigurationError
-from tests.helpers import MODALITIES, TwoModalityModel, trainer
-
-
-class StopAfterTrainStart(pl.Callback):
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.should_stop = True
+from tests.helpers import MODALITIES, StopAfterTrainStart, TwoModalityModel, trainer
 
 
 class ModulationRecorder(pl.Callback):
