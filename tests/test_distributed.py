@@ -29,6 +29,11 @@ class RankRecorder(pl.Callback):
                 "coefficients": callback.coefficients,
                 "scores": callback.probe_scores,
                 "first_train_loss": {m: c.train_losses[0] for m, c in outcome.curves.items()} if outcome else None,
+                "start_epoch": callback.start_epoch,
+                "probe_sizes": (outcome.main_train_batches, outcome.train_batches_per_epoch, outcome.val_samples)
+                if outcome
+                else None,
+                "doubts": outcome.doubts() if outcome else None,
                 "parameters": {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters()},
             },
             self.directory / f"rank{trainer.global_rank}.pt",
@@ -41,7 +46,6 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     model = WithValidation(data=plateau_task(256), val_data=plateau_task(128, seed=1), batch_size=16, num_classes=4)
     callback = PDMPCallback(
         {"audio": "audio_encoder", "visual": "visual_encoder"},
-        start_epoch=0,
         probe_max_epochs=2,
         probe_min_epochs=1,
         mechanism=mechanism,
@@ -59,7 +63,11 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["ranking"] == rank1["ranking"] and sorted(rank0["ranking"]) == ["audio", "visual"]
     assert rank0["coefficients"] == rank1["coefficients"] == {rank0["ranking"][0]: 10.0, rank0["ranking"][1]: 1.0}
-    assert rank0["scores"] == rank1["scores"]
+    assert rank0["scores"] == rank1["scores"] and rank0["doubts"] == rank1["doubts"]
+    # Budget and warm-up come from the per-rank length of the training (8 batches of 16): the same on both ranks.
+    # Validation samples are counted over both ranks (64 each).
+    assert rank0["probe_sizes"] == rank1["probe_sizes"] == (8, 1, 128)
+    assert rank0["start_epoch"] == rank1["start_epoch"] == 0
     # The probes really saw different shards on the two ranks.
     assert rank0["first_train_loss"] != rank1["first_train_loss"]
     for name, value in rank0["parameters"].items():
@@ -144,5 +152,7 @@ def test_ddp_spawn_with_accumulation_and_an_uneven_last_batch(tmp_path: Path) ->
     run.fit(model)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["ranking"] == rank1["ranking"] and rank0["coefficients"] == rank1["coefficients"]
+    # 8 batches per rank and epoch in optimizer steps of 3: 3 steps x 3 batches x 2 epochs = 18 main batches.
+    assert rank0["probe_sizes"] == rank1["probe_sizes"] == (18, 1, 64)
     for name, value in rank0["parameters"].items():
         assert torch.equal(rank1["parameters"][name], value), name
