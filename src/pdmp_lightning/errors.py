@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -57,6 +58,40 @@ def config_error(argument: str, value: Any, allowed: str, hint: str | None = Non
     if hint:
         message += f" Hint: {hint}"
     return PDMPConfigurationError(message)
+
+
+def is_number(
+    value: Any,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool) within the given bounds.
+
+    The float arguments' checks share it; each site keeps its own message, naming the argument and
+    what it allows.
+
+    Args:
+        value: What was given.
+        above: Exclusive lower bound.
+        at_least: Inclusive lower bound.
+        at_most: Inclusive upper bound.
+        below: Exclusive upper bound.
+
+    Example:
+        >>> is_number(0.5, above=0, at_most=1), is_number(0, above=0), is_number(True), is_number(float("nan"))
+        (True, False, False, False)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return (
+        (above is None or value > above)
+        and (at_least is None or value >= at_least)
+        and (at_most is None or value <= at_most)
+        and (below is None or value < below)
+    )
 
 
 def check_int(

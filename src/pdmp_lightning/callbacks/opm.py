@@ -14,7 +14,7 @@ from torch.utils.hooks import RemovableHandle
 from pdmp_lightning import protocol
 from pdmp_lightning.batch import BatchKey
 from pdmp_lightning.callbacks.balancing import BalancingCallback, score_ratios, true_class_probability_sums
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import config_error, is_number
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.types import NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveInt
 
@@ -104,9 +104,9 @@ class OPMCallback(BalancingCallback):
             log_prefix="opm",
         )
         for name, value, low, high in (("q_base", q_base, 0.0, 1.0), ("p_exe", p_exe, 0.0, 1.0)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
+            if not is_number(value, above=low, at_most=high):
                 raise config_error(name, value, f"a number in ({low:g}, {high:g}]")
-        if isinstance(lam, bool) or not isinstance(lam, int | float) or not math.isfinite(lam) or lam < 0:
+        if not is_number(lam, at_least=0):
             raise config_error("lam", lam, "a finite number >= 0")
         self.q_base, self.lam, self.p_exe = float(q_base), float(lam), float(p_exe)
         self.last: dict[str, float] = {}

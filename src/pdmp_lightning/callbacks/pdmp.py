@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from pdmp_lightning.batch import BatchKey, check_batch_key
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
-from pdmp_lightning.errors import ProbeRankingWarning, check_int, config_error
+from pdmp_lightning.errors import ProbeRankingWarning, check_int, config_error, is_number
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.modulation.coefficients import (
     COEFFICIENT_FORMULAS,
@@ -388,20 +388,13 @@ def _probe_settings(
         ("probe_data_fraction", data_fraction, 0.0, 1.0),
         ("probe_val_fraction", val_fraction, 0.0, 0.9),
     ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low_open < value <= high:
+        if not is_number(value, above=low_open, at_most=high):
             raise config_error(name, value, f"a number in ({low_open:g}, {high:g}]")
-    if (
-        isinstance(min_delta, bool)
-        or not isinstance(min_delta, int | float)
-        or not math.isfinite(min_delta)
-        or min_delta < 0
-    ):
+    if not is_number(min_delta, at_least=0):
         raise config_error("probe_min_delta", min_delta, "a finite number >= 0")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+    if not is_number(lr, above=0):
         raise config_error("probe_lr", lr, "a finite number > 0")
-    if budget is not None and (
-        isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget <= 0
-    ):
+    if budget is not None and not is_number(budget, above=0):
         raise config_error(
             "probe_budget",
             budget,

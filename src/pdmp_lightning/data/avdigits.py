@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pdmp_lightning.data.base import InMemoryMultimodalDataModule
-from pdmp_lightning.errors import check_int, config_error
+from pdmp_lightning.errors import check_int, config_error, is_number
 
 #: The spoken words, index = digit class.
 WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -191,9 +190,7 @@ class AVDigitsDataModule(InMemoryMultimodalDataModule):
             ("snr_spread_db", snr_spread_db, "a finite number of dB >= 0"),
             ("visual_noise", visual_noise, "a finite standard deviation >= 0"),
         ):
-            if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-                raise config_error(name, number, allowed)
-            if name != "noise_snr_db" and number < 0:
+            if not is_number(number, at_least=None if name == "noise_snr_db" else 0):
                 raise config_error(name, number, allowed)
         check_int("seed", seed)
         self.cache_dir = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from pdmp_lightning.errors import check_int, config_error
+from pdmp_lightning.errors import check_int, config_error, is_number
 
 LABEL_KEY = "label"
 
@@ -119,7 +119,7 @@ class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            if not is_number(value, above=0, below=1):
                 raise config_error(name, value, "a number in (0, 1)")
         if val_fraction + test_fraction >= 1:
             raise config_error(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal, get_args
 
-from pdmp_lightning.errors import config_error
+from pdmp_lightning.errors import config_error, is_number
 
 CoefficientFormula = Literal["constant", "offset", "normalized"]
 COEFFICIENT_FORMULAS: tuple[str, ...] = get_args(CoefficientFormula)
@@ -14,7 +13,7 @@ COEFFICIENT_FORMULAS: tuple[str, ...] = get_args(CoefficientFormula)
 
 def check_gamma(argument: str, value: float) -> float:
     """Returns ``value`` as a float if it is finite and positive, else raises naming ``argument``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if not is_number(value, above=0):
         raise config_error(
             argument,
             value,

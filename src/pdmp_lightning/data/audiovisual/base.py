@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from pdmp_lightning.data.audiovisual.media import frame_transform, list_frames, load_audio, load_frames
 from pdmp_lightning.data.audiovisual.splits import ClipEntry, stratified_validation_split
 from pdmp_lightning.data.base import SplitLoaders
-from pdmp_lightning.errors import PDMPConfigurationError, check_int, config_error
+from pdmp_lightning.errors import PDMPConfigurationError, check_int, config_error, is_number
 
 #: The splits each Lightning stage needs (an unknown or missing stage builds all three).
 STAGE_SPLITS: dict[str, tuple[str, ...]] = {
@@ -120,9 +120,7 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
             ("image_size", image_size, 1),
         ):
             check_int(name, value, minimum)
-        if val_fraction is not None and (
-            isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1
-        ):
+        if val_fraction is not None and not is_number(val_fraction, above=0, below=1):
             raise config_error("val_fraction", val_fraction, "a number in (0, 1)")
         check_int("seed", seed)
         if not isinstance(root, str | os.PathLike) or not str(root).strip():
