@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 
-import pdmp_lightning.prepare as prepare_module
+import pdmp_lightning.prepare.kinetics_sounds as kinetics_sounds_module
 from pdmp_lightning.prepare import KS_MEAN, KS_STD, ave_log_spectrogram, main
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
@@ -269,7 +269,7 @@ def test_an_interrupted_run_leaves_no_half_file_and_resumes(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(prepare_module, "kinetics_fbank", interrupted)
+        patch.setattr(kinetics_sounds_module, "kinetics_fbank", interrupted)
         assert main(arguments) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     assert _jpgs(out / "visual" / "abc_000010_000020")  # the frames finished before the interruption

@@ -1,0 +1,118 @@
+"""Turns raw CREMA-D, AVE and Kinetics-Sounds downloads into the layouts the datamodules read.
+
+Usage::
+
+    python -m pdmp_lightning.prepare cremad --raw CREMA-D --out data/cremad [--splits OGM-GE/data/CREMAD]
+    python -m pdmp_lightning.prepare ave --raw AVE_Dataset --out data/ave
+    python -m pdmp_lightning.prepare kinetics_sounds --raw ks_videos --splits ks_splits --out data/ks
+
+External programs: **ffmpeg** only (Debian/Ubuntu package ``ffmpeg``: ``apt-get install ffmpeg``), run
+through :mod:`subprocess` with explicit argument lists (never a shell) to cut frames and to decode audio.
+``--ffmpeg PATH`` points at another binary. Python packages: numpy, torch, tqdm, soundfile (reads the
+decoded wav; ``torchaudio.load`` is not used because it needs torchcodec and FFmpeg's shared libraries)
+and, for Kinetics-Sounds, torchaudio (``torchaudio.compliance.kaldi.fbank``):
+``pip install "pdmp-lightning[audio]"``.
+
+Layouts written under ``--out`` (those of the public preprocessing scripts, see the datamodules):
+
+* ``cremad``: ``Image-01-FPS/<clip>/00001.jpg ...`` (1 fps over the whole video),
+  ``AudioWAV/<clip>.wav`` (a byte copy of the raw wav; any other audio format is re-encoded to
+  22,050 Hz mono 16-bit wav), ``train.csv`` and ``test.csv`` (rows ``clip,EMO``, no header).
+* ``ave``: ``Image-01-FPS-SE/<id>/00001.jpg ...`` (1 fps inside the event segment
+  ``[StartTime, EndTime]``), ``Audio-1004-SE/<id>.npy`` (float32 log spectrogram 257 x 1004, see
+  :func:`ave_log_spectrogram`; ``.npy`` instead of the upstream pickle, so loading runs no code),
+  ``trainSet.txt``, ``valSet.txt``, ``testSet.txt`` (and ``Annotations.txt`` when present), copied.
+* ``kinetics_sounds``: ``visual/<name>/frame_00001.jpg ...`` (1 fps, at most 10 frames), ``audio/<name>.npy``
+  (kaldi fbank 1024 x 128, see :func:`kinetics_fbank`), ``my_train.txt`` and ``my_test.txt``, copied.
+
+Choices:
+
+* Splits for CREMA-D: ``--splits DIR`` copies OGM-GE's ``train.csv``/``test.csv`` verbatim. Without it a
+  split is drawn, stratified by emotion (the third ``_`` field of the clip id): per emotion the clip ids
+  are sorted, shuffled with ``random.Random(seed)`` (emotions in alphabetical order) and the first
+  ``floor(n * test_fraction + 0.5)`` go to ``test.csv``. The draw covers every raw clip that has a video,
+  an audio file and an emotion, so a clip's side does not change when a rerun completes other clips; only
+  clips whose outputs are complete get a row. The split is not speaker-independent (nor is OGM-GE's).
+* Metadata (split and annotation files) is small: it is rewritten on every run when its content would
+  change, so it always mirrors the source; ``--overwrite`` concerns frames and audio.
+* Resuming: a clip whose outputs all exist (a frame folder with at least one jpg, a non-empty audio
+  file) is skipped unless ``--overwrite``; a clip with some outputs redoes only the missing ones. Every
+  file and frame folder is written under a temporary ``.<name>.<random>.prepare-tmp`` name and renamed
+  into place, so an interrupted run leaves no half output; stale temporaries are removed on the next
+  run (do not run two preparations into the same ``--out`` at once).
+* Failures are per clip: reported as they happen, counted in the summary, never fatal. Clips whose raw
+  inputs are missing are skipped with the reason. A clip that fails keeps the outputs it finished (whole
+  files only; a rerun redoes the rest) and gets no row in a drawn CREMA-D split. The exit status is 0
+  when at least one clip has complete outputs after the run, 1 when none has, 2 for a configuration
+  error and 130 when interrupted.
+* Audio is always decoded by ffmpeg to a temporary 16-bit PCM mono wav at the recipe's rate and read
+  with soundfile. AVE audio is the event segment, repeated until it fills 10 s (also when shorter than
+  1 s) and cut to 10 s. Kinetics-Sounds audio is the whole clip at 16 kHz.
+* Frames: ffmpeg's ``fps=1`` filter, JPEG quality ``-q:v 2``, numbered from 1.
+"""
+
+from __future__ import annotations
+
+from pdmp_lightning.prepare.audio import (
+    AVE_AUDIO_RATE,
+    AVE_NOVERLAP,
+    AVE_NPERSEG,
+    AVE_SECONDS,
+    AVE_SHAPE,
+    AVE_TUKEY_ALPHA,
+    KS_AUDIO_RATE,
+    KS_MEAN,
+    KS_MEL_BINS,
+    KS_STD,
+    KS_TARGET_LENGTH,
+    ave_log_spectrogram,
+    kinetics_fbank,
+)
+from pdmp_lightning.prepare.ave import AVE_SPLITS
+from pdmp_lightning.prepare.cli import DATASETS, build_parser, main, prepare
+from pdmp_lightning.prepare.cremad import CREMAD_AUDIO_RATE, CREMAD_EMOTIONS, cremad_emotion, stratified_split
+from pdmp_lightning.prepare.ffmpeg import INSTALL_HINT, JPEG_QUALITY, ClipFailure, FFmpeg, find_ffmpeg
+from pdmp_lightning.prepare.files import TEMP_SUFFIX
+from pdmp_lightning.prepare.jobs import EXAMPLES_SHOWN, ClipJob, ClipResult, Output, PrepareSummary
+from pdmp_lightning.prepare.kinetics_sounds import KS_MAX_FRAMES, KS_SPLITS
+from pdmp_lightning.prepare.raw import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AVE_AUDIO_RATE",
+    "AVE_NOVERLAP",
+    "AVE_NPERSEG",
+    "AVE_SECONDS",
+    "AVE_SHAPE",
+    "AVE_SPLITS",
+    "AVE_TUKEY_ALPHA",
+    "CREMAD_AUDIO_RATE",
+    "CREMAD_EMOTIONS",
+    "DATASETS",
+    "EXAMPLES_SHOWN",
+    "INSTALL_HINT",
+    "JPEG_QUALITY",
+    "KS_AUDIO_RATE",
+    "KS_MAX_FRAMES",
+    "KS_MEAN",
+    "KS_MEL_BINS",
+    "KS_SPLITS",
+    "KS_STD",
+    "KS_TARGET_LENGTH",
+    "TEMP_SUFFIX",
+    "VIDEO_EXTENSIONS",
+    "ClipFailure",
+    "ClipJob",
+    "ClipResult",
+    "FFmpeg",
+    "Output",
+    "PrepareSummary",
+    "ave_log_spectrogram",
+    "build_parser",
+    "cremad_emotion",
+    "find_ffmpeg",
+    "kinetics_fbank",
+    "main",
+    "prepare",
+    "stratified_split",
+]
