@@ -30,6 +30,7 @@ from pdmp_lightning.probing.runner import (
     ProbeOutcome,
     ProbeRunner,
     ProbeSettings,
+    main_train_batches,
     rank_by_score,
 )
 from pdmp_lightning.rng import preserved_rng_state
@@ -220,21 +221,21 @@ class PDMPCallback(ModalityModulationCallback):
 
     def _warmup_epochs(self, trainer: pl.Trainer) -> int:
         """5% of the main training's epochs, rounded half up: the paper's 5 warm-up epochs of 100."""
-        steps, batches = trainer.estimated_stepping_batches, trainer.num_training_batches
-        if not (math.isfinite(steps) and math.isfinite(batches) and batches > 0):
+        total, batches = main_train_batches(trainer), trainer.num_training_batches
+        if total is None or not (math.isfinite(batches) and batches > 0):
             rank_zero_info(
                 f"PDMPCallback: the training has no known length; warm-up of {PAPER_WARMUP_EPOCHS} epochs "
                 "(the paper's). Set `start_epoch` to choose another."
             )
             return PAPER_WARMUP_EPOCHS
-        epochs = math.ceil(steps * trainer.accumulate_grad_batches / batches)
+        epochs = math.ceil(total / batches)
         warmup = math.floor(WARMUP_SHARE * epochs + 0.5)
         if self.end_epoch is not None and warmup >= self.end_epoch:
             raise config_error(
                 "start_epoch",
                 None,
                 f"a warm-up shorter than end_epoch ({self.end_epoch})",
-                f"5% of this training's {epochs} epochs is {warmup}; set `start_epoch` explicitly.",
+                f"{WARMUP_SHARE:.0%} of this training's {epochs} epochs is {warmup}; set `start_epoch` explicitly.",
             )
         return warmup
 

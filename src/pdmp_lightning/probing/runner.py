@@ -121,11 +121,11 @@ class ProbeOutcome:
         """
         ranked = sorted(self.scores.items(), key=lambda item: (-item[1], item[0]))
         (first, best), (second, runner_up) = ranked[0], ranked[1]
-        chance = 1.0 / self.num_classes
         doubts = []
-        if best < chance + 0.1 * (1.0 - chance):
+        if not clearly_above_chance(best, self.num_classes):
             doubts.append(
-                f"the best probe ({first}: {best:.3f}) is barely above chance ({chance:.3f}): the probes learned "
+                f"the best probe ({first}: {best:.3f}) is barely above chance ({1 / self.num_classes:.3f}): the "
+                "probes learned "
                 "next to nothing and the ranking is a guess"
             )
         samples = max(self.val_samples, 1)
@@ -156,6 +156,21 @@ class _ProbeData:
             self.train.sampler.set_epoch(epoch)
 
 
+def main_train_batches(trainer: pl.Trainer) -> int | None:
+    """Train batches the main training will run on this process (None when its length is unbounded).
+
+    Counted in batches, not optimizer steps: ``estimated_stepping_batches`` times the accumulation.
+    """
+    steps = trainer.estimated_stepping_batches
+    return int(steps) * trainer.accumulate_grad_batches if math.isfinite(steps) else None
+
+
+def clearly_above_chance(score: float, num_classes: int) -> bool:
+    """Whether ``score`` is at least 10% of the way from chance (1/C) to 1."""
+    chance = 1.0 / num_classes
+    return score >= chance + 0.1 * (1.0 - chance)
+
+
 def rank_by_score(scores: Mapping[str, float]) -> list[str]:
     """Modalities best first; ties broken by name, so the ranking is deterministic.
 
@@ -180,7 +195,6 @@ class ProbeRunner:
         self.inputs = dict(inputs)
         self.target = target
         self._precision: Precision = Precision()
-        self._val_samples = 0
 
     def run(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, groups: Mapping[str, ModalityGroup]
@@ -213,7 +227,7 @@ class ProbeRunner:
         optimizers = {m: torch.optim.Adam(p.parameters(), lr=self.settings.lr) for m, p in probes.items()}
         metrics = {m: self._metric(num_classes).to(pl_module.device) for m in probes}
         curves = {m: ProbeCurve(m) for m in probes}
-        active = set(probes)
+        active, val_samples = set(probes), 0
         disable_bar = not trainer.is_global_zero or trainer.progress_bar_callback is None
         with tqdm(
             total=self.settings.max_epochs, desc="PDMP probes", unit="epoch", disable=disable_bar, leave=False
@@ -224,7 +238,7 @@ class ProbeRunner:
                     probes, optimizers, active, train_loader, num_batches, pl_module, num_classes
                 )
                 self._raise_if_diverged(trainer, pl_module, losses)
-                scores = self._evaluate(probes, metrics, active, data, pl_module, num_classes)
+                scores, val_samples = self._evaluate(probes, metrics, active, data, pl_module, num_classes)
                 for modality in sorted(active):
                     curve = curves[modality]
                     curve.train_losses.append(losses[modality])
@@ -238,9 +252,7 @@ class ProbeRunner:
         for curve in curves.values():
             curve.stopped = curve.stopped or "max_epochs"
         seconds = time.perf_counter() - start
-        samples = trainer.strategy.reduce(
-            torch.tensor(float(self._val_samples), device=pl_module.device), reduce_op="sum"
-        )
+        samples = trainer.strategy.reduce(torch.tensor(float(val_samples), device=pl_module.device), reduce_op="sum")
         return ProbeOutcome(
             curves, num_classes, seconds, num_batches, data.val_source, data.main_train_batches, int(samples.item())
         )
@@ -259,7 +271,7 @@ class ProbeRunner:
         val = trainer.val_dataloaders
         if isinstance(val, list | tuple):
             val = val[0] if val else None
-        main_batches = self._main_train_batches(trainer)
+        main_batches = main_train_batches(trainer) if self.settings.budget is not None else None
         per_epoch = self._budget_per_epoch(main_batches)
         if isinstance(val, DataLoader) and trainer.limit_val_batches != 0:
             # The Trainer's own limits (limit_train_batches, limit_val_batches) apply to the probes too.
@@ -284,15 +296,6 @@ class ProbeRunner:
             owns_samplers=True,
             main_train_batches=main_batches,
         )
-
-    def _main_train_batches(self, trainer: pl.Trainer) -> int | None:
-        """Train batches the main training will run on this process, or None if unbounded or not needed."""
-        if self.settings.budget is None:
-            return None
-        steps = trainer.estimated_stepping_batches
-        if not math.isfinite(steps):
-            return None
-        return int(steps) * trainer.accumulate_grad_batches
 
     def _budget_per_epoch(self, main_batches: int | None) -> float:
         if main_batches is None or self.settings.budget is None:
@@ -442,14 +445,14 @@ class ProbeRunner:
         data: _ProbeData,
         pl_module: pl.LightningModule,
         num_classes: int,
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], int]:
         for m in active:
             probes[m].eval()
             metrics[m].reset()
-        seen, self._val_samples = 0, 0
+        seen, samples = 0, 0
         for batch in self._batches(data.val, pl_module, data.val_batches):
             labels = self._labels(batch, num_classes)
-            self._val_samples += labels.numel()
+            samples += labels.numel()
             for modality in active:
                 with self._precision.val_step_context():
                     logits = probes[modality](self._input(batch, modality))
@@ -460,13 +463,12 @@ class ProbeRunner:
                 "`val_dataloader`: got an empty loader; expected at least one batch to score the probes."
             )
         # compute() synchronises the metric states across processes, so every rank sees the same score.
-        return {m: float(metrics[m].compute()) for m in sorted(active)}
+        return {m: float(metrics[m].compute()) for m in sorted(active)}, samples
 
     def _stop_reason(self, curve: ProbeCurve, epoch: int, num_classes: int) -> str:
         if epoch + 1 >= self.settings.max_epochs:
             return "max_epochs"
-        chance = 1.0 / num_classes
-        if epoch + 1 < self.settings.min_epochs or curve.best_score < chance + 0.1 * (1.0 - chance):
+        if epoch + 1 < self.settings.min_epochs or not clearly_above_chance(curve.best_score, num_classes):
             return ""
         reference, since_improvement = -math.inf, 0
         for score in curve.scores:
