@@ -7,6 +7,10 @@ How fast it can be learned is set by how the class is written:
 - ``"fast"``: a class prototype plus noise; a linear read-out finds it in a few steps.
 - ``"slow"``: the class's bits, each written as the XOR of the signs of two coordinates; an encoder
   must first learn a non-linear feature, so it starts at chance and climbs later.
+- ``"radial"``: the class's bits, each written as the radius of a point at a random angle in a
+  plane of its own (inner ring for 0, outer ring for 1); no coordinate's mean and no sign tells the
+  class, an encoder must learn the norm (a quadratic feature). Slower still for an MLP than
+  ``"slow"``: near chance for the first epochs, then it climbs to the same accuracy.
 
 The default pairs a fast-but-weak ``audio`` (about 0.6 alone) with a slow-but-strong ``visual``
 (about 0.95 alone): joint training fits the easy modality first and leaves the strong one
@@ -33,9 +37,14 @@ class SyntheticModality:
     Attributes:
         name: Modality name (and batch key).
         accuracy: Accuracy it can attain alone, in (1 / num_classes, 1].
-        learning: ``"fast"`` (linear prototypes) or ``"slow"`` (XOR-coded bits).
-        dim: Feature size (at least 2 bits x 2 coordinates for ``"slow"``).
-        noise: Standard deviation of the Gaussian noise on the informative coordinates.
+        learning: How the class is written: ``"fast"`` (linear prototypes), ``"slow"`` (XOR-coded
+            bits: bit ``b`` is the XOR of the signs of coordinates ``2b`` and ``2b + 1``, magnitudes
+            in [0.2, 2.2]) or ``"radial"`` (ring-coded bits: bit ``b`` is the radius of the point
+            ``(x[2b], x[2b + 1])``, at a uniform random angle, about 1.5 for 0 and 2.0 for 1, each
+            within 0.1).
+        dim: Feature size (at least 2 bits x 2 coordinates for ``"slow"`` and ``"radial"``).
+        noise: Standard deviation of the Gaussian noise: on every coordinate for ``"fast"``, on the
+            coordinates outside the bit code for ``"slow"`` and ``"radial"`` (the code itself is exact).
 
     Example:
         >>> SyntheticModality("depth", accuracy=0.7, learning="slow", dim=8)
@@ -44,10 +53,14 @@ class SyntheticModality:
 
     name: str
     accuracy: float
-    learning: Literal["fast", "slow"] = "fast"
+    learning: Literal["fast", "slow", "radial"] = "fast"
     dim: int = 16
     noise: float = 0.3
 
+
+# Rings of the "radial" bits: a 0 bit lies at radius INNER +- JITTER, a 1 bit at OUTER +- JITTER.
+RADIAL_INNER, RADIAL_OUTER, RADIAL_JITTER = 1.5, 2.0, 0.1
+LEARNING_KINDS = ("fast", "slow", "radial")
 
 DEFAULT_MODALITIES = (
     SyntheticModality("audio", accuracy=0.6, learning="fast", dim=16, noise=0.5),
@@ -103,11 +116,11 @@ class SyntheticMultimodalDataModule(InMemoryMultimodalDataModule):
         for spec in specs:
             if not 1.0 / num_classes < spec.accuracy <= 1.0:
                 raise config_error(f"modalities[{spec.name!r}].accuracy", spec.accuracy, f"in (1/{num_classes}, 1]")
-            minimum = 2 * bits if spec.learning == "slow" else 1
+            if spec.learning not in LEARNING_KINDS:
+                raise config_error(f"modalities[{spec.name!r}].learning", spec.learning, "'fast', 'slow' or 'radial'")
+            minimum = 1 if spec.learning == "fast" else 2 * bits
             if spec.dim < minimum:
                 raise config_error(f"modalities[{spec.name!r}].dim", spec.dim, f"at least {minimum}")
-            if spec.learning not in ("fast", "slow"):
-                raise config_error(f"modalities[{spec.name!r}].learning", spec.learning, "'fast' or 'slow'")
         self.specs = specs
         self.num_samples = num_samples
         self._num_classes = num_classes
@@ -144,6 +157,15 @@ class SyntheticMultimodalDataModule(InMemoryMultimodalDataModule):
             return linear
         bits = max(1, math.ceil(math.log2(classes)))
         features = spec.noise * torch.randn(count, spec.dim, generator=generator)
+        if spec.learning == "radial":
+            for bit in range(bits):
+                value = ((shown >> bit) & 1).float()
+                jitter = RADIAL_JITTER * (2 * torch.rand(count, generator=generator) - 1)
+                radius = RADIAL_INNER + (RADIAL_OUTER - RADIAL_INNER) * value + jitter
+                angle = 2 * math.pi * torch.rand(count, generator=generator)
+                features[:, 2 * bit] = radius * torch.cos(angle)
+                features[:, 2 * bit + 1] = radius * torch.sin(angle)
+            return features
         for bit in range(bits):
             value = ((shown >> bit) & 1).float() * 2 - 1
             magnitude = torch.rand(count, 2, generator=generator) * 2 + 0.2
