@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from pdmp_lightning import PDMPCallback
+from pdmp_lightning import PDMPCallback, ProbeSettings
 from pdmp_lightning.probing.runner import ProbeRunner
 from tests.helpers import MODALITIES, WithValidation, plateau_task
 
@@ -41,7 +41,7 @@ def model() -> WithValidation:
 
 
 def callback() -> PDMPCallback:
-    return PDMPCallback(MODALITIES, start_epoch=START_EPOCH, probe_max_epochs=2, probe_min_epochs=1)
+    return PDMPCallback(MODALITIES, start_epoch=START_EPOCH, probes=ProbeSettings(max_epochs=2))
 
 
 def trainer(root: Path, max_epochs: int, extra: list[pl.Callback], version: int = 0) -> pl.Trainer:
@@ -59,14 +59,14 @@ def trainer(root: Path, max_epochs: int, extra: list[pl.Callback], version: int 
 
 def main(mode: str, root: Path) -> None:
     if mode == "probe":
-        original = ProbeRunner._train_epoch
+        original = ProbeRunner._train
 
         def slow(self: ProbeRunner, *args: Any, **kwargs: Any) -> Any:
             (root / "probing").write_text("")
             time.sleep(600)
             return original(self, *args, **kwargs)
 
-        ProbeRunner._train_epoch = slow  # type: ignore[method-assign]
+        ProbeRunner._train = slow  # type: ignore[method-assign]
     trainer(root, max_epochs=4, extra=[callback(), BlockAfterEpoch(root, epoch=1)]).fit(model())
 
 

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPCallback
+from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPCallback, ProbeSettings
 from pdmp_lightning.data import SyntheticMultimodalDataModule
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 from tests.helpers import WithValidation, plateau_task, trainer
@@ -30,9 +30,8 @@ class RankRecorder(pl.Callback):
                 "scores": callback.probe_scores,
                 "first_train_loss": {m: c.train_losses[0] for m, c in outcome.curves.items()} if outcome else None,
                 "start_epoch": callback.start_epoch,
-                "probe_sizes": (outcome.main_train_batches, outcome.train_batches_per_epoch, outcome.val_samples)
-                if outcome
-                else None,
+                "probe_sizes": (outcome.epoch_batches, outcome.val_samples) if outcome else None,
+                "probe_curves": {m: (c.stopped, c.epochs) for m, c in outcome.curves.items()} if outcome else None,
                 "doubts": outcome.doubts() if outcome else None,
                 "parameters": {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters()},
             },
@@ -46,9 +45,9 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     model = WithValidation(data=plateau_task(256), val_data=plateau_task(128, seed=1), batch_size=16, num_classes=4)
     callback = PDMPCallback(
         {"audio": "audio_encoder", "visual": "visual_encoder"},
-        probe_max_epochs=2,
-        probe_min_epochs=1,
+        probes=ProbeSettings(max_epochs=2),
         mechanism=mechanism,
+        report_path=str(tmp_path / "report.json"),
     )
     run = trainer(
         callbacks=[callback, RankRecorder(tmp_path)],
@@ -64,15 +63,16 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     assert rank0["ranking"] == rank1["ranking"] and sorted(rank0["ranking"]) == ["audio", "visual"]
     assert rank0["coefficients"] == rank1["coefficients"] == {rank0["ranking"][0]: 10.0, rank0["ranking"][1]: 1.0}
     assert rank0["scores"] == rank1["scores"] and rank0["doubts"] == rank1["doubts"]
-    # Budget and warm-up come from the per-rank length of the training (8 batches of 16): the same on both ranks.
-    # Validation samples are counted over both ranks (64 each).
-    assert rank0["probe_sizes"] == rank1["probe_sizes"] == (8, 1, 128)
+    # Probe epochs are the per-rank loader's 8 batches of 16 on both ranks; validation samples are counted over
+    # both ranks (64 each); every probe stops at the same pass, for the same reason, on both ranks.
+    assert rank0["probe_sizes"] == rank1["probe_sizes"] == (8, 128)
+    assert rank0["probe_curves"] == rank1["probe_curves"]
     assert rank0["start_epoch"] == rank1["start_epoch"] == 0
     # The probes really saw different shards on the two ranks.
     assert rank0["first_train_loss"] != rank1["first_train_loss"]
     for name, value in rank0["parameters"].items():
         assert torch.equal(rank1["parameters"][name], value), name
-    assert (tmp_path / "pdmp_probe_report.json").is_file()
+    assert (tmp_path / "report.json").is_file() and not (tmp_path / "pdmp_probe_report.json").exists()
 
 
 class MultiplierRecorder(pl.Callback):
@@ -137,7 +137,7 @@ def test_ddp_spawn_with_accumulation_and_an_uneven_last_batch(tmp_path: Path) ->
     # 250 samples on 2 ranks: 125 each, batches of 16 -> the 8th batch holds 13; 3 micro-batches per step.
     model = WithValidation(data=plateau_task(250), val_data=plateau_task(64, seed=1), batch_size=16, num_classes=4)
     callback = PDMPCallback(
-        {"audio": "audio_encoder", "visual": "visual_encoder"}, start_epoch=0, probe_max_epochs=2, probe_min_epochs=1
+        {"audio": "audio_encoder", "visual": "visual_encoder"}, start_epoch=0, probes=ProbeSettings(max_epochs=2)
     )
     run = trainer(
         callbacks=[callback, RankRecorder(tmp_path)],
@@ -152,7 +152,8 @@ def test_ddp_spawn_with_accumulation_and_an_uneven_last_batch(tmp_path: Path) ->
     run.fit(model)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["ranking"] == rank1["ranking"] and rank0["coefficients"] == rank1["coefficients"]
-    # 8 batches per rank and epoch in optimizer steps of 3: 3 steps x 3 batches x 2 epochs = 18 main batches.
-    assert rank0["probe_sizes"] == rank1["probe_sizes"] == (18, 1, 64)
+    # 8 batches per rank and probe epoch, the last holding 13; validation counted over both ranks.
+    assert rank0["probe_sizes"] == rank1["probe_sizes"] == (8, 64)
+    assert rank0["probe_curves"] == rank1["probe_curves"]
     for name, value in rank0["parameters"].items():
         assert torch.equal(rank1["parameters"][name], value), name

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from pdmp_lightning import PDMPCallback
+from pdmp_lightning import PDMPCallback, ProbeSettings
 from pdmp_lightning.probing.runner import ProbeRunner
 from tests.helpers import MODALITIES, TwoModalityModel, WithValidation, group_of, moves, pdmp, random_data, trainer
 
@@ -68,7 +68,7 @@ def test_no_hook_left_after_an_exception_and_a_second_fit_scales_once(mechanism:
 
 
 def test_second_fit_keeps_the_probed_ranking_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
-    callback = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
+    callback = PDMPCallback(MODALITIES, probes=ProbeSettings(max_epochs=1))
     model = WithValidation()
     trainer(callbacks=[callback], max_steps=1).fit(model)
     ranking = callback.ranking
@@ -86,13 +86,13 @@ RESUMING_IN_PLACE = pytest.mark.filterwarnings("ignore:Checkpoint directory .* e
 
 @RESUMING_IN_PLACE
 def test_resume_restores_the_ranking_without_probing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1, start_epoch=1)
+    first = PDMPCallback(MODALITIES, probes=ProbeSettings(max_epochs=2), start_epoch=1)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(WithValidation())
     assert first.ranking is not None
 
     monkeypatch.setattr(ProbeRunner, "run", _no_probe)
-    resumed = PDMPCallback(MODALITIES, probe_max_epochs=2, probe_min_epochs=1, start_epoch=1)
+    resumed = PDMPCallback(MODALITIES, probes=ProbeSettings(max_epochs=2), start_epoch=1)
     again = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     run = trainer(callbacks=[resumed, again], max_steps=-1, max_epochs=2, enable_checkpointing=True)
     run.fit(WithValidation(), ckpt_path=tmp_path / "last.ckpt")
@@ -103,13 +103,11 @@ def test_resume_restores_the_ranking_without_probing(tmp_path: Path, monkeypatch
 
 @RESUMING_IN_PLACE
 def test_checkpoint_of_another_modality_set_warns_and_probes_again(tmp_path: Path) -> None:
-    first = PDMPCallback(MODALITIES, probe_max_epochs=1, probe_min_epochs=1)
+    first = PDMPCallback(MODALITIES, probes=ProbeSettings(max_epochs=1))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(WithValidation())
 
-    other = PDMPCallback(
-        {"audio": "audio_encoder.0", "visual": "visual_encoder"}, probe_max_epochs=1, probe_min_epochs=1
-    )
+    other = PDMPCallback({"audio": "audio_encoder.0", "visual": "visual_encoder"}, probes=ProbeSettings(max_epochs=1))
     with pytest.warns(UserWarning, match="its ranking is ignored and the probes run again"):
         again = ModelCheckpoint(dirpath=tmp_path, save_last=True)
         run = trainer(callbacks=[other, again], max_steps=-1, max_epochs=2, enable_checkpointing=True)

@@ -13,7 +13,7 @@ from torch import nn
 from pdmp_lightning.errors import PDMPConfigurationError
 from pdmp_lightning.modality import parse_modality_specs, resolve_modality_groups, unassigned_parameter_names
 from pdmp_lightning.modulation.coefficients import priority_coefficients
-from pdmp_lightning.probing.runner import rank_by_score
+from pdmp_lightning.probing.outcome import rank_by_score
 
 names = st.lists(st.text("abcdefgh", min_size=1, max_size=4), min_size=2, max_size=6, unique=True)
 gammas = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False)

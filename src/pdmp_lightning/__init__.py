@@ -12,6 +12,7 @@ from pdmp_lightning.callbacks import (
 )
 from pdmp_lightning.errors import PDMPConfigurationError, ProbeRankingWarning
 from pdmp_lightning.modulation.coefficients import priority_coefficients
+from pdmp_lightning.probing.settings import ProbeSettings
 
 __all__ = [
     "AGMCallback",
@@ -24,6 +25,7 @@ __all__ = [
     "PDMPCallback",
     "PDMPConfigurationError",
     "ProbeRankingWarning",
+    "ProbeSettings",
     "__version__",
     "priority_coefficients",
 ]

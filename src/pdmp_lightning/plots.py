@@ -66,7 +66,9 @@ def plot_run(run_dir: str | Path, filename: str = PLOT_FILENAME) -> Path | None:
     for axis, panel in zip(axes, panels, strict=True):
         if panel == "probes":
             for modality, curve in curves.items():
-                axis.plot(range(1, len(curve["val_scores"]) + 1), curve["val_scores"], marker="o", label=modality)
+                epochs = curve.get("epochs") or range(1, len(curve["val_scores"]) + 1)
+                stopped = f" ({curve['stopped']})" if curve.get("stopped") else ""
+                axis.plot(epochs, curve["val_scores"], marker="o", label=modality + stopped)
             axis.set(title="Unimodal probes", xlabel="probe epoch", ylabel="validation score")
         elif panel == "norms":
             for name, points in sorted(norms.items()):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from pdmp_lightning.batch import BatchKey, check_batch_key
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
-from pdmp_lightning.errors import ProbeRankingWarning, check_int, config_error, is_number
+from pdmp_lightning.errors import ProbeRankingWarning, config_error
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.modulation.coefficients import (
     COEFFICIENT_FORMULAS,
@@ -23,25 +26,18 @@ from pdmp_lightning.modulation.coefficients import (
     priority_coefficients,
 )
 from pdmp_lightning.modulation.mechanisms import Mechanism
-from pdmp_lightning.probing.report import REPORT_FILENAME, format_table, probe_report, write_json_atomically
-from pdmp_lightning.probing.runner import (
-    PROBE_METRICS,
-    ProbeMetric,
-    ProbeOutcome,
-    ProbeRunner,
-    ProbeSettings,
-    main_train_batches,
-    rank_by_score,
+from pdmp_lightning.probing.outcome import ProbeOutcome, rank_by_score
+from pdmp_lightning.probing.report import (
+    REPORT_FILENAME,
+    cost_message,
+    format_table,
+    probe_report,
+    write_json_atomically,
 )
+from pdmp_lightning.probing.runner import ProbeRunner, main_train_batches
+from pdmp_lightning.probing.settings import ProbeSettings
 from pdmp_lightning.rng import preserved_rng_state
-from pdmp_lightning.types import (
-    Fraction,
-    NonNegativeFloat,
-    NonNegativeInt,
-    OpenUnitInterval,
-    PositiveFloat,
-    PositiveInt,
-)
+from pdmp_lightning.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 #: Warm-up as a share of the training, and in epochs when the length is unknown (the paper: 5 of 100).
 WARMUP_SHARE = 0.05
@@ -52,11 +48,11 @@ class PDMPCallback(ModalityModulationCallback):
     """Performance-Dominant Modality Prioritization (arXiv 2604.05773) for any LightningModule.
 
     At the start of training, one unimodal probe per modality (a copy of that modality's encoder with
-    a fresh linear head) is trained on that modality alone and scored on validation data; the best
-    modality is the performance-dominant one. During the modulation window its encoder's learning
-    signal is multiplied by ``gamma_p`` and every other encoder's by ``gamma_r``. PDMP *boosts* the
-    dominant modality, where OGM-GE and similar balancing methods *suppress* the currently stronger
-    one. Parameters in no modality (the fusion head, ...) are never touched.
+    a fresh linear head) is trained on that modality alone and scored on validation data, until it
+    plateaus or the ranking is settled; the best modality is the performance-dominant one. During the
+    modulation window its encoder's learning signal is multiplied by ``gamma_p`` and every other
+    encoder's by ``gamma_r``. PDMP *boosts* the dominant modality, where OGM-GE and similar balancing
+    methods *suppress* the currently stronger one. Parameters in no modality (the fusion head, ...) are never touched.
 
     Args:
         modalities: Modality name -> dotted submodule path(s) on the LightningModule
@@ -78,26 +74,13 @@ class PDMPCallback(ModalityModulationCallback):
             optimizers (where a gradient scale cancels out), ``p.grad`` under FSDP, and the gradient at
             each encoder's output otherwise; or force ``"activation"``, ``"parameter"``, ``"grad"``
             or ``"update"``.
-        probe_metric: ``"accuracy"`` or ``"macro_f1"`` on the validation data.
-        probe_max_epochs: Hard cap on probe epochs.
-        probe_budget: Share of the main training's train batches the probes may train on in all:
-            each probe epoch uses at most ``probe_budget * T / probe_max_epochs`` of the main
-            training's T batches (at least one). Long trainings get full-data probe epochs, short ones
-            small probes. None: no cap (every probe epoch uses ``probe_data_fraction`` of the data).
-        probe_min_epochs: Epochs every probe trains before its stopping rule applies (None: 3, or
-            ``probe_max_epochs`` if smaller).
-        probe_patience: A probe stops after this many epochs without improvement.
-        probe_min_delta: Smallest score increase that counts as improvement.
-        probe_data_fraction: Fraction of the train batches in each probe epoch (0, 1], before the
-            ``probe_budget`` cap.
-        probe_val_fraction: Share of the train set held out for scoring when there is no
-            validation dataloader.
-        probe_lr: Adam learning rate of the probes.
-        num_classes: Number of classes; None takes ``pl_module.num_classes`` (or its hparams),
-            else scans the labels.
-        probe_seed: Seed of the held-out split.
+        probes: How the unimodal probes train, stop and are scored (:class:`ProbeSettings`; a dict
+            of its fields is accepted too). None: the defaults. The probes never depend on the main
+            training's length: each trains until it plateaus or the ranking is settled, up to
+            ``probes.max_epochs``.
         log_every_n_steps: Interval of the coefficient and gradient-norm logs (None: the Trainer's).
-        report_filename: Name of the JSON probe report written into the log directory.
+        report_path: Where to write the JSON probe report. None: ``pdmp_probe_report.json`` in the
+            first logger's log directory, and nowhere when the Trainer has no logger.
 
     Example:
         >>> from lightning.pytorch import Trainer
@@ -119,19 +102,9 @@ class PDMPCallback(ModalityModulationCallback):
         end_epoch: PositiveInt | None = None,
         coefficient_formula: CoefficientFormula = "constant",
         mechanism: Mechanism = "auto",
-        probe_metric: ProbeMetric = "accuracy",
-        probe_max_epochs: PositiveInt = 10,
-        probe_budget: PositiveFloat | None = 0.15,
-        probe_min_epochs: PositiveInt | None = None,
-        probe_patience: PositiveInt = 3,
-        probe_min_delta: NonNegativeFloat = 0.0,
-        probe_data_fraction: Fraction = 1.0,
-        probe_val_fraction: OpenUnitInterval = 0.2,
-        probe_lr: PositiveFloat = 3e-3,
-        num_classes: PositiveInt | None = None,
-        probe_seed: int = 0,
+        probes: ProbeSettings | None = None,
         log_every_n_steps: NonNegativeInt | None = None,
-        report_filename: str = REPORT_FILENAME,
+        report_path: str | None = None,
     ) -> None:
         super().__init__(
             modalities,
@@ -148,28 +121,19 @@ class PDMPCallback(ModalityModulationCallback):
         self.coefficient_formula: CoefficientFormula = coefficient_formula
         self.inputs = self._check_inputs(inputs)
         self.target = check_batch_key("target", target)
-        self.probe_settings = _probe_settings(
-            probe_metric,
-            probe_max_epochs,
-            probe_budget,
-            probe_min_epochs,
-            probe_patience,
-            probe_min_delta,
-            probe_data_fraction,
-            probe_val_fraction,
-            probe_lr,
-            num_classes,
-            probe_seed,
-        )
-        if not isinstance(report_filename, str) or not report_filename or Path(report_filename).name != report_filename:
-            raise config_error("report_filename", report_filename, "a plain file name (written into the log directory)")
-        self.report_filename = report_filename
+        self.probes = _probe_settings(probes)
+        if report_path is not None and (not isinstance(report_path, str | os.PathLike) or not str(report_path)):
+            raise config_error(
+                "report_path", report_path, "None (the logger's directory) or a file path for the JSON probe report"
+            )
+        self._report_path_given = None if report_path is None else Path(report_path)
+        self.report_path: Path | None = self._report_path_given
         self._given_ranking = self._check_ranking(ranking) if ranking is not None else None
         self._ranking: list[str] | None = self._given_ranking
         self._probe_scores: dict[str, float] | None = None
         self._restored: dict[str, Any] | None = None
         self.probe_outcome: ProbeOutcome | None = None
-        self.report_path: Path | None = None
+        self._epoch_timer: _EpochTimer | None = None
         self._warmup_from_training = start_epoch is None
         if self._ranking is not None:
             self._set_coefficients()
@@ -218,6 +182,26 @@ class PDMPCallback(ModalityModulationCallback):
         self._set_coefficients()
         self._publish(trainer, outcome)
         self._install_modulator(mechanism, pl_module)
+        # The probes' cost is compared with the main training's measured epoch time once it is known.
+        self._epoch_timer = _EpochTimer(trainer.num_training_batches) if outcome is not None else None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if self._epoch_timer is not None:
+            self._epoch_timer.start()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._epoch_timer is not None:
+            self._epoch_timer.batches += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report_cost(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report_cost(trainer)  # a training shorter than one epoch
+        super().on_train_end(trainer, pl_module)
 
     def _warmup_epochs(self, trainer: pl.Trainer) -> int:
         """5% of the main training's epochs, rounded half up: the paper's 5 warm-up epochs of 100."""
@@ -261,21 +245,38 @@ class PDMPCallback(ModalityModulationCallback):
     # --- steps ----------------------------------------------------------------------------------
 
     def _probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeOutcome:
-        runner = ProbeRunner(self.probe_settings, self.inputs, self.target)
+        runner = ProbeRunner(self.probes, self.inputs, self.target)
         with preserved_rng_state():
             outcome = runner.run(trainer, pl_module, self.groups)
         # Scores are already identical across ranks; deciding once on rank 0 makes it certain.
         self._ranking = trainer.strategy.broadcast(rank_by_score(outcome.scores), src=0)
         self._probe_scores = outcome.scores
         self.probe_outcome = outcome
+        total, per_epoch = main_train_batches(trainer), trainer.num_training_batches
+        if total is not None and math.isfinite(per_epoch) and per_epoch > 0:
+            outcome.cost.main_epochs = total / per_epoch
         for doubt in outcome.doubts():
             rank_zero_warn(
-                f"PDMPCallback: the probes' ranking {self._ranking} is uncertain: {doubt}. Hint: raise `probe_budget` "
-                "(the probes train on that share of the main training) or pass `ranking` if you know the dominant "
-                "modality.",
+                f"PDMPCallback: the probes' ranking {self._ranking} is uncertain: {doubt}. Hint: raise "
+                f"`probes.max_epochs` (now {self.probes.max_epochs:g}) or `probes.lr` (now {self.probes.lr:g}), "
+                "or pass `ranking` if you know the dominant modality.",
                 category=ProbeRankingWarning,
             )
         return outcome
+
+    def _report_cost(self, trainer: pl.Trainer) -> None:
+        timer, outcome = self._epoch_timer, self.probe_outcome
+        if timer is None or outcome is None or timer.started is None or timer.batches == 0:
+            return
+        self._epoch_timer = None
+        outcome.cost.main_epoch_seconds = timer.epoch_seconds()
+        if outcome.cost.main_epochs is None or self._ranking is None:
+            return
+        rank_zero_info(f"PDMPCallback: {cost_message(outcome, self._ranking)}")
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"pdmp/probe_cost_share": float(outcome.cost.share or 0.0)}, step=0)
+            self._write_report(outcome)
 
     def _restore(self) -> bool:
         state, self._restored = self._restored, None
@@ -300,16 +301,23 @@ class PDMPCallback(ModalityModulationCallback):
 
     def _publish(self, trainer: pl.Trainer, outcome: ProbeOutcome | None) -> None:
         assert self._ranking is not None
-        metric = self.probe_settings.metric
+        metric = self.probes.metric
         table = format_table(self._ranking, self.multipliers, self._probe_scores, metric, outcome)
         window = f"epochs {self.start_epoch}..{'end' if self.end_epoch is None else self.end_epoch - 1}"
         rank_zero_info(f"PDMPCallback: dominant modality '{self.dominant}', modulating {window}\n{table}")
-        log_dir = trainer.log_dir  # collective under DDP: every rank must ask
+        self.report_path = self._report_path_given
+        if self.report_path is None and trainer.loggers:
+            log_dir = trainer.log_dir  # collective under DDP: every rank must ask
+            self.report_path = None if log_dir is None else Path(log_dir) / REPORT_FILENAME
         if outcome is not None:
             self._log_curves(trainer, outcome)
-        if log_dir is None or not trainer.is_global_zero:
+        if trainer.is_global_zero:
+            self._write_report(outcome)
+
+    def _write_report(self, outcome: ProbeOutcome | None) -> None:
+        """Writes the JSON report (rank zero only; nowhere without a logger or an explicit ``report_path``)."""
+        if self.report_path is None or self._ranking is None:
             return
-        self.report_path = Path(log_dir) / self.report_filename
         config = {
             "gamma_p": self.gamma_p,
             "gamma_r": self.gamma_r,
@@ -318,10 +326,10 @@ class PDMPCallback(ModalityModulationCallback):
             "end_epoch": self.end_epoch,
             "mechanism": self.mechanism,
             "modalities": {m: s.as_strings() for m, s in self._specs.items()},
-            "probe": vars(self.probe_settings),
+            "probes": dataclasses.asdict(self.probes),
             "fingerprint": self.fingerprint,
         }
-        report = probe_report(outcome, self._ranking, self.multipliers, metric, config)
+        report = probe_report(outcome, self._ranking, self.multipliers, self.probes.metric, config)
         if outcome is None and self._probe_scores is not None:
             report.update(source="checkpoint", scores=self._probe_scores)
         write_json_atomically(self.report_path, report)
@@ -329,11 +337,11 @@ class PDMPCallback(ModalityModulationCallback):
     def _log_curves(self, trainer: pl.Trainer, outcome: ProbeOutcome) -> None:
         if not trainer.is_global_zero:
             return
-        metric = self.probe_settings.metric
+        metric = self.probes.metric
         for logger in trainer.loggers:
             for modality, curve in outcome.curves.items():
-                for epoch, score in enumerate(curve.scores):
-                    logger.log_metrics({f"pdmp/probe_{metric}/{modality}": score}, step=epoch)
+                for check, score in enumerate(curve.scores):
+                    logger.log_metrics({f"pdmp/probe_{metric}/{modality}": score}, step=check)
             logger.log_metrics({f"pdmp/probe_best_{metric}/{m}": s for m, s in outcome.scores.items()}, step=0)
 
     # --- argument checks ------------------------------------------------------------------------
@@ -363,57 +371,37 @@ class PDMPCallback(ModalityModulationCallback):
         return {m: checked.get(m, m) for m in self._specs}
 
 
-def _probe_settings(
-    metric: str,
-    max_epochs: int,
-    budget: float | None,
-    min_epochs: int | None,
-    patience: int,
-    min_delta: float,
-    data_fraction: float,
-    val_fraction: float,
-    lr: float,
-    num_classes: int | None,
-    seed: int,
-) -> ProbeSettings:
-    if metric not in PROBE_METRICS:
-        raise config_error("probe_metric", metric, f"one of {list(PROBE_METRICS)}")
-    check_int("probe_max_epochs", max_epochs, 1)
-    check_int("probe_patience", patience, 1)
-    if min_epochs is None:
-        min_epochs = min(3, max_epochs)
-    check_int("probe_min_epochs", min_epochs, 1)
-    if min_epochs > max_epochs:
-        raise config_error("probe_min_epochs", min_epochs, f"at most probe_max_epochs ({max_epochs})")
-    for name, value, low_open, high in (
-        ("probe_data_fraction", data_fraction, 0.0, 1.0),
-        ("probe_val_fraction", val_fraction, 0.0, 0.9),
-    ):
-        if not is_number(value, above=low_open, at_most=high):
-            raise config_error(name, value, f"a number in ({low_open:g}, {high:g}]")
-    if not is_number(min_delta, at_least=0):
-        raise config_error("probe_min_delta", min_delta, "a finite number >= 0")
-    if not is_number(lr, above=0):
-        raise config_error("probe_lr", lr, "a finite number > 0")
-    if budget is not None and not is_number(budget, above=0):
-        raise config_error(
-            "probe_budget",
-            budget,
-            "a finite number > 0 (share of the main training's train batches) or None",
-            "0.15 (the default) lets the probes train on at most 15% of what the main training does.",
-        )
-    check_int("num_classes", num_classes, 2, optional=True)
-    check_int("probe_seed", seed)
-    return ProbeSettings(
-        max_epochs=max_epochs,
-        budget=None if budget is None else float(budget),
-        min_epochs=min_epochs,
-        patience=patience,
-        min_delta=float(min_delta),
-        data_fraction=float(data_fraction),
-        val_fraction=float(val_fraction),
-        lr=float(lr),
-        metric=metric,  # type: ignore[arg-type]
-        num_classes=num_classes,
-        seed=seed,
-    )
+def _probe_settings(probes: ProbeSettings | Mapping[str, Any] | None) -> ProbeSettings:
+    if probes is None:
+        return ProbeSettings()
+    if isinstance(probes, ProbeSettings):
+        return probes
+    fields = [f.name for f in dataclasses.fields(ProbeSettings)]
+    if isinstance(probes, Mapping):
+        unknown = sorted(set(probes) - set(fields))
+        if unknown:
+            raise config_error(
+                "probes", dict(probes), f"a ProbeSettings or a dict of its fields {fields}", f"unknown {unknown}."
+            )
+        return ProbeSettings(**probes)
+    raise config_error("probes", probes, f"None, a ProbeSettings or a dict of its fields {fields}")
+
+
+class _EpochTimer:
+    """Measures one main-training epoch (validation included), or the part of one a short training runs."""
+
+    def __init__(self, epoch_batches: float) -> None:
+        self.epoch_batches = epoch_batches
+        self.started: float | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def epoch_seconds(self) -> float:
+        assert self.started is not None
+        elapsed = time.perf_counter() - self.started
+        if math.isfinite(self.epoch_batches) and 0 < self.batches < self.epoch_batches:
+            return elapsed * self.epoch_batches / self.batches
+        return elapsed

@@ -18,26 +18,34 @@ class UnimodalProbe(nn.Module):
     """``encoder`` followed by a linear head on its flattened output.
 
     A tuple or list output contributes its first element (many encoders return ``(features, extra)``).
+    An encoder that folds ``fold`` frames per sample into the batch (``[B * fold, ...]`` outputs, as
+    video encoders that run a 2-D network per frame do) has its features averaged over the frames.
 
     Args:
         encoder: The modality's encoder (a copy; the module being trained is never touched).
-        num_features: Size of the flattened encoder output.
+        num_features: Size of the flattened (and unfolded) encoder output.
         num_classes: Number of classes.
+        fold: Frames per sample folded into the encoder output's first dimension (1: none).
+        dtype: Floating-point type of the head: the encoder's, so the probe follows the Trainer's precision.
     """
 
-    def __init__(self, encoder: nn.Module, num_features: int, num_classes: int) -> None:
+    def __init__(
+        self, encoder: nn.Module, num_features: int, num_classes: int, fold: int = 1, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(num_features, num_classes, dtype=torch.float32)
+        self.fold = fold
+        self.head = nn.Linear(num_features, num_classes, dtype=dtype or torch.float32)
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Logits of shape ``[batch, num_classes]``."""
-        logits: Tensor = self.head(encoder_features(self.encoder, inputs))
+        features = encoder_features(self.encoder, inputs, self.fold)
+        logits: Tensor = self.head(features.to(self.head.weight.dtype))
         return logits
 
 
-def encoder_features(encoder: nn.Module, inputs: Tensor) -> Tensor:
-    """The encoder's output as a float32 ``[batch, features]`` matrix."""
+def encoder_output(encoder: nn.Module, inputs: Tensor) -> Tensor:
+    """The encoder's output tensor (the first element of a tuple or list output)."""
     output: Any = encoder(inputs)
     if isinstance(output, tuple | list):
         output = output[0]
@@ -46,8 +54,15 @@ def encoder_features(encoder: nn.Module, inputs: Tensor) -> Tensor:
             f"the probe encoder returned a {type(output).__name__}; "
             "it must return a tensor (or a tuple whose first element is one)"
         )
-    features: Tensor = output.flatten(1).float()
-    return features
+    return output
+
+
+def encoder_features(encoder: nn.Module, inputs: Tensor, fold: int = 1) -> Tensor:
+    """The encoder's output as a ``[batch, features]`` matrix, averaged over ``fold`` folded frames."""
+    output = encoder_output(encoder, inputs)
+    if fold > 1:
+        output = output.reshape(output.shape[0] // fold, fold, *output.shape[1:]).mean(dim=1)
+    return output.reshape(output.shape[0], -1)
 
 
 def copy_encoder(pl_module: nn.Module, modality: str, group: ModalityGroup) -> nn.Module:
@@ -80,11 +95,38 @@ def copy_encoder(pl_module: nn.Module, modality: str, group: ModalityGroup) -> n
     return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
 
-def build_probe(encoder: nn.Module, sample: Tensor, num_classes: int) -> UnimodalProbe:
-    """Builds a probe whose head fits ``encoder``'s output on ``sample`` (found by one forward pass)."""
+def build_probe(encoder: nn.Module, sample: Tensor, num_classes: int, modality: str = "") -> UnimodalProbe:
+    """Builds a probe whose head fits ``encoder``'s output on ``sample`` (found by forward passes).
+
+    The encoder runs on two and on three samples (fewer when ``sample`` is smaller). Its output's
+    first dimension must be the number of samples, or the same multiple of it both times (frames
+    folded into the batch, then averaged).
+
+    Raises:
+        PDMPConfigurationError: The output's first dimension is neither, so features cannot be
+            matched with labels; the message names the modality, both shapes and the
+            ``probe_encoder`` hook.
+    """
     was_training = encoder.training
     encoder.eval()
+    sizes = [n for n in (2, 3) if n <= len(sample)] or [len(sample)]
     with torch.no_grad():
-        num_features = encoder_features(encoder, sample[:2]).shape[1]
+        outputs = [encoder_output(encoder, sample[:n]) for n in sizes]
     encoder.train(was_training)
-    return UnimodalProbe(encoder, num_features, num_classes).to(sample.device)
+    folds = {out.shape[0] / n if out.ndim else -1.0 for out, n in zip(outputs, sizes, strict=True)}
+    fold = folds.pop() if len(folds) == 1 else -1.0
+    if fold < 1 or not fold.is_integer():
+        shapes = ", ".join(
+            f"{list(sample[:n].shape)} -> {list(out.shape)}" for out, n in zip(outputs, sizes, strict=True)
+        )
+        raise config_error(
+            f"modalities[{modality!r}]",
+            f"an encoder whose output does not follow the batch ({shapes})",
+            "an output whose first dimension is the batch size, or a multiple of it (frames folded into the batch)",
+            f"give your LightningModule a method `{PROBE_ENCODER_HOOK}(self, modality) -> nn.Module` returning a "
+            "module that maps this modality's batch input to [batch, ...] features for the probe.",
+        )
+    dtype = next((p.dtype for p in encoder.parameters() if p.is_floating_point()), torch.float32)
+    num_features = outputs[0][0].numel()  # per sample, frames averaged
+    probe = UnimodalProbe(encoder, num_features, num_classes, int(fold), dtype)
+    return probe.to(sample.device)

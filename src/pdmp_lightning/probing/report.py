@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pdmp_lightning.probing.runner import ProbeOutcome
+from pdmp_lightning.probing.outcome import ProbeOutcome
 
 REPORT_FILENAME = "pdmp_probe_report.json"
 
@@ -34,18 +34,19 @@ def probe_report(
         report.update(
             scores=outcome.scores,
             num_classes=outcome.num_classes,
-            seconds=round(outcome.seconds, 3),
-            train_batches_per_epoch=outcome.train_batches_per_epoch,
-            main_train_batches=outcome.main_train_batches,
+            cost=outcome.cost.as_dict(),
+            epoch_batches=outcome.epoch_batches,
             val_samples=outcome.val_samples,
             doubts=outcome.doubts(),
             validation=outcome.val_source,
+            folded=outcome.folded,
             curves={
                 m: {
+                    "stopped": c.stopped,
+                    "epochs": [round(e, 4) for e in c.epochs],
                     "val_scores": c.scores,
                     "train_losses": c.train_losses,
                     "best_epoch": c.best_epoch,
-                    "stopped": c.stopped,
                 }
                 for m, c in outcome.curves.items()
             },
@@ -75,12 +76,38 @@ def format_table(
     metric: str,
     outcome: ProbeOutcome | None = None,
 ) -> str:
-    """A plain-text table of the ranking, the probe scores and the coefficients."""
-    header = f"{'rank':<5} {'modality':<16} {'probe ' + metric:>16} {'epochs':>7} {'coefficient':>12}"
+    """A plain-text table of the ranking, the probe scores, why each probe stopped, and the coefficients."""
+    header = f"{'rank':<5} {'modality':<16} {'probe ' + metric:>16} {'epochs':>7} {'stopped':>8} {'coefficient':>12}"
     lines = [header, "-" * len(header)]
     for index, modality in enumerate(ranking):
         score = f"{scores[modality]:.4f}" if scores else "given"
-        epochs = str(len(outcome.curves[modality].scores)) if outcome else "-"
+        curve = outcome.curves.get(modality) if outcome else None
+        epochs, stopped = (f"{curve.trained_epochs:g}", curve.stopped) if curve else ("-", "-")
         mark = "  (dominant)" if index == 0 else ""
-        lines.append(f"{index + 1:<5} {modality:<16} {score:>16} {epochs:>7} {coefficients[modality]:>12.4g}{mark}")
+        lines.append(
+            f"{index + 1:<5} {modality:<16} {score:>16} {epochs:>7} {stopped:>8} {coefficients[modality]:>12.4g}{mark}"
+        )
+    if outcome is not None:
+        cost = outcome.cost
+        lines.append(
+            f"probes: {cost.seconds:.2f} s (set-up {cost.setup_seconds:.2f} s, "
+            f"validation {cost.validation_seconds:.2f} s)"
+            f"; skip them next time with ranking={list(ranking)!r}"
+        )
     return "\n".join(lines)
+
+
+def cost_message(outcome: ProbeOutcome, ranking: Sequence[str]) -> str:
+    """One line on what the probes cost against the main training (its epoch time must be measured)."""
+    cost = outcome.cost
+    assert cost.share is not None and cost.main_epoch_seconds is not None and cost.main_epochs is not None
+    message = (
+        f"the probes took {cost.seconds:.2f} s, {cost.share:.0%} of the main training's estimated "
+        f"{cost.main_seconds:.1f} s ({cost.main_epochs:g} epochs of {cost.main_epoch_seconds:.2f} s)"
+    )
+    if cost.over_target:
+        message += (
+            f", more than the cost target of {cost.target:.0%}: settling the ranking takes this long whatever the main "
+            f"training's length. To skip the probes next time pass ranking={list(ranking)!r}"
+        )
+    return message + "."

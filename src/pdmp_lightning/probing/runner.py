@@ -1,32 +1,28 @@
-"""Training the unimodal probes side by side and ranking the modalities by their validation scores.
+"""Training the unimodal probes side by side until their ranking is settled.
 
-All probes share one pass over the train batches per probe epoch. Each probe stops on its own
-validation curve: when its best score has not improved by more than ``min_delta`` for
-``patience`` epochs, or at ``max_epochs``. A modality that plateaus early therefore stops early
-and cannot beat a slower one that keeps climbing. Patience only starts to count after
-``min_epochs`` and once the probe has risen clearly above chance (10% of the way from 1/C to 1):
-an encoder that needs a few epochs before it learns anything is not mistaken for a plateau.
-
-The probes' cost follows the main training's: with ``budget`` b, ``max_epochs`` E and a main
-training of T train batches, each probe epoch uses at most ``b * T / E`` train batches, so the probes
-never train on more than ``b * T`` batches in all (plus one validation pass per probe epoch). A long
-training therefore gets full-data probes, a short one small probes.
+All probes share the passes over the train batches. Every ``val_check_interval`` probe epochs,
+each probe still training is scored on the validation data and the stopping rule of
+:mod:`pdmp_lightning.probing.stopping` decides which ones stop. Nothing depends on the main
+training's length. The loop follows the Trainer's precision (input conversion, autocast, a gradient
+scaler under ``16-mixed``) and reads values back to the host once per validation pass.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Generator, Iterable, Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.plugins import Precision
+from lightning.pytorch.plugins import MixedPrecision, Precision
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from torch.amp.grad_scaler import GradScaler
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Subset
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -35,107 +31,10 @@ from tqdm import tqdm
 from pdmp_lightning.batch import BatchKey, select_from_batch
 from pdmp_lightning.errors import PDMPConfigurationError, config_error
 from pdmp_lightning.modality import ModalityGroup
+from pdmp_lightning.probing.outcome import ProbeCost, ProbeCurve, ProbeOutcome
 from pdmp_lightning.probing.probe import UnimodalProbe, build_probe, copy_encoder
-
-ProbeMetric = Literal["accuracy", "macro_f1"]
-PROBE_METRICS: tuple[str, ...] = get_args(ProbeMetric)
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """The probes' budget and scoring.
-
-    Attributes:
-        max_epochs: Hard cap on probe epochs (passes over the probe data).
-        budget: Share of the main training's train batches the probes may train on in all
-            (spread over ``max_epochs``); None: no cap beyond ``data_fraction``.
-        min_epochs: Epochs every probe trains before it may stop (slow starters get a chance).
-        patience: Epochs without improvement after which a probe stops.
-        min_delta: Smallest score increase that counts as improvement.
-        data_fraction: Fraction of the train batches used in each probe epoch.
-        val_fraction: Share of the train set held out for scoring when there is no validation loader.
-        lr: Adam learning rate of the probes.
-        metric: ``"accuracy"`` or ``"macro_f1"``.
-        num_classes: Number of classes, or None to take it from the module or the labels.
-        seed: Seed of the held-out split.
-    """
-
-    max_epochs: int = 10
-    budget: float | None = 0.15
-    min_epochs: int = 3
-    patience: int = 3
-    min_delta: float = 0.0
-    data_fraction: float = 1.0
-    val_fraction: float = 0.2
-    lr: float = 3e-3
-    metric: ProbeMetric = "accuracy"
-    num_classes: int | None = None
-    seed: int = 0
-
-
-@dataclass
-class ProbeCurve:
-    """One probe's validation curve and where it stopped."""
-
-    modality: str
-    scores: list[float] = field(default_factory=list)
-    train_losses: list[float] = field(default_factory=list)
-    stopped: str = ""
-
-    @property
-    def best_score(self) -> float:
-        """Best validation score reached."""
-        return max(self.scores) if self.scores else float("nan")
-
-    @property
-    def best_epoch(self) -> int:
-        """Probe epoch (from 0) of the best score."""
-        return self.scores.index(self.best_score) if self.scores else -1
-
-
-@dataclass
-class ProbeOutcome:
-    """What a probing run produced."""
-
-    curves: dict[str, ProbeCurve]
-    num_classes: int
-    seconds: float
-    train_batches_per_epoch: int
-    val_source: str
-    #: The main training's train batches the budget was taken from (None: unbounded or no budget).
-    main_train_batches: int | None = None
-    #: Validation samples each score was computed on (all processes together).
-    val_samples: int = 0
-
-    @property
-    def scores(self) -> dict[str, float]:
-        """Modality -> best validation score."""
-        return {m: c.best_score for m, c in self.curves.items()}
-
-    def doubts(self) -> list[str]:
-        """Why the ranking may not be what full unimodal training would give; empty when it is clear.
-
-        Two cases: the best probe is barely above chance (the probes learned next to nothing), or
-        the best two scores are within one standard error of their difference on ``val_samples``
-        (binomial approximation): a tie decided by validation noise.
-        """
-        ranked = sorted(self.scores.items(), key=lambda item: (-item[1], item[0]))
-        (first, best), (second, runner_up) = ranked[0], ranked[1]
-        doubts = []
-        if not clearly_above_chance(best, self.num_classes):
-            doubts.append(
-                f"the best probe ({first}: {best:.3f}) is barely above chance ({1 / self.num_classes:.3f}): the "
-                "probes learned "
-                "next to nothing and the ranking is a guess"
-            )
-        samples = max(self.val_samples, 1)
-        noise = math.sqrt((best * (1 - best) + runner_up * (1 - runner_up)) / samples)
-        if best - runner_up <= noise:
-            doubts.append(
-                f"{first} ({best:.3f}) leads {second} ({runner_up:.3f}) by {best - runner_up:.3f}, within one "
-                f"standard error ({noise:.3f}) on {self.val_samples} validation samples: a tie decided by noise"
-            )
-        return doubts
+from pdmp_lightning.probing.settings import ProbeSettings
+from pdmp_lightning.probing.stopping import stop_reasons
 
 
 @dataclass
@@ -145,15 +44,8 @@ class _ProbeData:
     train: DataLoader[Any]
     val: DataLoader[Any]
     val_source: str
-    train_batches: int
+    epoch_batches: int
     val_batches: int
-    owns_samplers: bool = False
-    main_train_batches: int | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffles the held-out slices each probe epoch (the Trainer's loaders are left alone)."""
-        if self.owns_samplers and isinstance(self.train.sampler, DistributedSampler):
-            self.train.sampler.set_epoch(epoch)
 
 
 def main_train_batches(trainer: pl.Trainer) -> int | None:
@@ -165,27 +57,11 @@ def main_train_batches(trainer: pl.Trainer) -> int | None:
     return int(steps) * trainer.accumulate_grad_batches if math.isfinite(steps) else None
 
 
-def clearly_above_chance(score: float, num_classes: int) -> bool:
-    """Whether ``score`` is at least 10% of the way from chance (1/C) to 1."""
-    chance = 1.0 / num_classes
-    return score >= chance + 0.1 * (1.0 - chance)
-
-
-def rank_by_score(scores: Mapping[str, float]) -> list[str]:
-    """Modalities best first; ties broken by name, so the ranking is deterministic.
-
-    Example:
-        >>> rank_by_score({"b": 0.7, "a": 0.7, "c": 0.9})
-        ['c', 'a', 'b']
-    """
-    return sorted(scores, key=lambda m: (-scores[m], m))
-
-
 class ProbeRunner:
     """Trains one probe per modality on the trainer's data and scores them.
 
     Args:
-        settings: Budget and scoring.
+        settings: How the probes train, stop and are scored.
         inputs: Modality -> batch key or index of its input.
         target: Batch key or index of the labels.
     """
@@ -203,58 +79,81 @@ class ProbeRunner:
 
         Raises:
             PDMPConfigurationError: Missing batch keys, labels out of range, empty loaders, an
-                encoder that cannot be probed.
+                encoder that cannot be probed (checked for every modality before any probe trains).
             RuntimeError: A probe's loss became NaN or infinite.
         """
         start = time.perf_counter()
+        settings = self.settings
         data = self._data(trainer)
-        train_loader, num_batches = data.train, data.train_batches
-        if data.main_train_batches is not None:
-            rank_zero_info(
-                f"PDMP probes: {num_batches} train batches per probe epoch, at most "
-                f"{num_batches * self.settings.max_epochs} in all: probe_budget={self.settings.budget:g} of the main "
-                f"training's {data.main_train_batches} batches over probe_max_epochs={self.settings.max_epochs} "
-                "(raise probe_budget for larger probes, or set it to None for full-data probe epochs)."
-            )
         self._precision = trainer.precision_plugin
-        first = self._to_device(next(iter(train_loader)), pl_module)
-        num_classes = self._num_classes(trainer, pl_module, train_loader)
+        first = self._to_device(next(iter(data.train)), pl_module)
+        num_classes = self._num_classes(trainer, pl_module, data.train)
         with self._precision.forward_context():
             probes = {
-                m: build_probe(copy_encoder(pl_module, m, g), self._input(first, m), num_classes)
+                m: build_probe(copy_encoder(pl_module, m, g), self._input(first, m), num_classes, m)
                 for m, g in groups.items()
             }
-        optimizers = {m: torch.optim.Adam(p.parameters(), lr=self.settings.lr) for m, p in probes.items()}
+        for modality, probe in probes.items():
+            if probe.fold > 1:
+                rank_zero_info(
+                    f"PDMP probes: the '{modality}' encoder folds {probe.fold} frames per sample into the batch; its "
+                    "probe averages the features over them."
+                )
+        optimizers = {m: torch.optim.Adam(p.parameters(), lr=settings.lr) for m, p in probes.items()}
+        scalers = {m: self._gradient_scaler(pl_module) for m in probes}
         metrics = {m: self._metric(num_classes).to(pl_module.device) for m in probes}
         curves = {m: ProbeCurve(m) for m in probes}
-        active, val_samples = set(probes), 0
+        check_batches = max(1, round(settings.val_check_interval * data.epoch_batches))
+        cap_batches = max(1, round(settings.max_epochs * data.epoch_batches))
+        rank_zero_info(
+            f"PDMP probes: {len(probes)} probes, {data.epoch_batches} train batches per probe epoch, a validation pass "
+            f"every {check_batches} batches, at most {settings.max_epochs:g} probe epochs; each stops once it has "
+            "plateaued or the ranking is settled."
+        )
+        batches = _cycle(data.train, data.epoch_batches, lambda batch: self._to_device(batch, pl_module))
+        setup_seconds = time.perf_counter() - start
+        validation_seconds, val_samples, samples, trained = 0.0, 0, 0, 0
+        active = set(probes)
         disable_bar = not trainer.is_global_zero or trainer.progress_bar_callback is None
-        with tqdm(
-            total=self.settings.max_epochs, desc="PDMP probes", unit="epoch", disable=disable_bar, leave=False
-        ) as bar:
-            for epoch in range(self.settings.max_epochs):
-                data.set_epoch(epoch)
-                losses = self._train_epoch(
-                    probes, optimizers, active, train_loader, num_batches, pl_module, num_classes
-                )
+        with (
+            closing(batches),
+            tqdm(total=settings.max_epochs, desc="PDMP probes", unit="epoch", disable=disable_bar, leave=False) as bar,
+        ):
+            while active:
+                count = min(check_batches, cap_batches - trained)
+                losses = self._train(probes, optimizers, scalers, active, batches, count, num_classes)
+                trained += count
                 self._raise_if_diverged(trainer, pl_module, losses)
+                validating = time.perf_counter()
                 scores, val_samples = self._evaluate(probes, metrics, active, data, pl_module, num_classes)
+                validation_seconds += time.perf_counter() - validating
                 for modality in sorted(active):
                     curve = curves[modality]
+                    curve.epochs.append(trained / data.epoch_batches)
                     curve.train_losses.append(losses[modality])
                     curve.scores.append(scores[modality])
-                    curve.stopped = self._stop_reason(curve, epoch, num_classes)
+                counted = torch.tensor(float(val_samples), device=pl_module.device)
+                samples = int(trainer.strategy.reduce(counted, reduce_op="sum").item())
+                for modality, reason in stop_reasons(curves, active, settings, num_classes, samples).items():
+                    curves[modality].stopped = reason
                 active = {m for m in active if not curves[m].stopped}
-                bar.update(1)
+                bar.update(count / data.epoch_batches)
                 bar.set_postfix({m: f"{curves[m].scores[-1]:.3f}" for m in sorted(curves)})
-                if not active:
-                    break
-        for curve in curves.values():
-            curve.stopped = curve.stopped or "max_epochs"
-        seconds = time.perf_counter() - start
-        samples = trainer.strategy.reduce(torch.tensor(float(val_samples), device=pl_module.device), reduce_op="sum")
+        cost = ProbeCost(
+            seconds=time.perf_counter() - start,
+            setup_seconds=setup_seconds,
+            validation_seconds=validation_seconds,
+            target=settings.cost_target,
+        )
         return ProbeOutcome(
-            curves, num_classes, seconds, num_batches, data.val_source, data.main_train_batches, int(samples.item())
+            curves,
+            num_classes,
+            cost,
+            data.epoch_batches,
+            data.val_source,
+            samples,
+            settings.max_epochs,
+            {m: p.fold for m, p in probes.items() if p.fold > 1},
         )
 
     # --- data -----------------------------------------------------------------------------------
@@ -271,8 +170,6 @@ class ProbeRunner:
         val = trainer.val_dataloaders
         if isinstance(val, list | tuple):
             val = val[0] if val else None
-        main_batches = main_train_batches(trainer) if self.settings.budget is not None else None
-        per_epoch = self._budget_per_epoch(main_batches)
         if isinstance(val, DataLoader) and trainer.limit_val_batches != 0:
             # The Trainer's own limits (limit_train_batches, limit_val_batches) apply to the probes too.
             train_limit, val_limit = trainer.num_training_batches, (trainer.num_val_batches or [math.inf])[0]
@@ -280,28 +177,17 @@ class ProbeRunner:
                 train=train,
                 val=val,
                 val_source="val_dataloader",
-                train_batches=self._limit(
-                    train, "train_dataloader", train_limit, self.settings.data_fraction, per_epoch
-                ),
+                epoch_batches=self._limit(train, "train_dataloader", train_limit),
                 val_batches=self._limit(val, "val_dataloader", val_limit),
-                main_train_batches=main_batches,
             )
         held_train, held_val = self._held_out(train, trainer)
         return _ProbeData(
             train=held_train,
             val=held_val,
             val_source=f"held-out {self.settings.val_fraction:.0%} of train",
-            train_batches=self._limit(held_train, "train_dataloader", math.inf, self.settings.data_fraction, per_epoch),
+            epoch_batches=self._limit(held_train, "train_dataloader", math.inf),
             val_batches=self._limit(held_val, "val_dataloader", math.inf),
-            owns_samplers=True,
-            main_train_batches=main_batches,
         )
-
-    def _budget_per_epoch(self, main_batches: int | None) -> float:
-        if main_batches is None or self.settings.budget is None:
-            return math.inf
-        # At least one batch per probe epoch: a probe that never trains cannot rank anything.
-        return max(1, math.floor(self.settings.budget * main_batches / self.settings.max_epochs))
 
     def _held_out(self, train: DataLoader[Any], trainer: pl.Trainer) -> tuple[DataLoader[Any], DataLoader[Any]]:
         dataset = train.dataset
@@ -339,28 +225,20 @@ class ProbeRunner:
         return loaders[0], loaders[1]
 
     @staticmethod
-    def _limit(
-        loader: DataLoader[Any], argument: str, trainer_limit: float, fraction: float = 1.0, cap: float = math.inf
-    ) -> int:
+    def _limit(loader: DataLoader[Any], argument: str, trainer_limit: float) -> int:
         try:
             total = min(len(loader), trainer_limit)
         except TypeError:
             total = 0
         if total == 0:
             raise config_error(argument, "an empty or unsized loader", "a loader with at least one batch and a length")
-        return int(max(1, min(math.ceil(fraction * total), cap)))
+        return int(max(1, total))
 
     def _to_device(self, batch: Any, pl_module: pl.LightningModule) -> Any:
         batch = pl_module.on_before_batch_transfer(batch, 0)
         batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
         # The same input conversion the Trainer applies (e.g. float64 under precision="64-true").
         return self._precision.convert_input(pl_module.on_after_batch_transfer(batch, 0))
-
-    def _batches(self, loader: Iterable[Any], pl_module: pl.LightningModule, limit: int | None = None) -> Iterator[Any]:
-        for index, batch in enumerate(loader):
-            if limit is not None and index >= limit:
-                return
-            yield self._to_device(batch, pl_module)
 
     def _input(self, batch: Any, modality: str) -> Tensor:
         return select_from_batch(batch, self.inputs[modality], f"inputs[{modality!r}]")
@@ -376,7 +254,7 @@ class ProbeRunner:
                 "target",
                 f"labels in [{int(labels.min())}, {int(labels.max())}]",
                 f"labels in [0, {num_classes - 1}] (num_classes={num_classes})",
-                "set `num_classes` on the callback or check the labels.",
+                "set `probes.num_classes` or check the labels.",
             )
         return labels.reshape(-1).long()
 
@@ -392,31 +270,46 @@ class ProbeRunner:
 
     # --- training and scoring -------------------------------------------------------------------
 
-    def _train_epoch(
+    def _gradient_scaler(self, pl_module: pl.LightningModule) -> GradScaler | None:
+        """A scaler of the probe's own under fp16 mixed precision (the Trainer's keeps its state)."""
+        plugin = self._precision
+        if isinstance(plugin, MixedPrecision) and plugin.precision == "16-mixed":
+            return GradScaler(device=pl_module.device.type)
+        return None
+
+    def _train(
         self,
         probes: Mapping[str, UnimodalProbe],
         optimizers: Mapping[str, torch.optim.Optimizer],
+        scalers: Mapping[str, GradScaler | None],
         active: set[str],
-        loader: DataLoader[Any],
-        num_batches: int,
-        pl_module: pl.LightningModule,
+        batches: Generator[Any, None, None],
+        count: int,
         num_classes: int,
     ) -> dict[str, float]:
-        totals = {m: 0.0 for m in active}
-        for m in active:
+        """Trains the active probes on the next ``count`` batches; their mean losses, read back once."""
+        order = sorted(active)
+        for m in order:
             probes[m].train()
-        seen = 0
-        for batch in self._batches(loader, pl_module, num_batches):
+        totals: list[Tensor | float] = [0.0] * len(order)
+        for _ in range(count):
+            batch = next(batches)
             labels = self._labels(batch, num_classes)
-            for modality in sorted(active):
+            for index, modality in enumerate(order):
                 with self._precision.train_step_context():
                     loss = F.cross_entropy(probes[modality](self._input(batch, modality)), labels)
-                optimizers[modality].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[modality].step()
-                totals[modality] += float(loss.detach())
-            seen += 1
-        return {m: total / max(seen, 1) for m, total in totals.items()}
+                optimizer, scaler = optimizers[modality], scalers[modality]
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                totals[index] = totals[index] + loss.detach().float()
+        means = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in totals]).cpu() / max(count, 1)
+        return dict(zip(order, means.tolist(), strict=True))
 
     def _raise_if_diverged(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, losses: Mapping[str, float]
@@ -427,7 +320,7 @@ class ProbeRunner:
         diverged = [m for m, flag in zip(names, flags.tolist(), strict=True) if flag > 0]
         if diverged:
             raise RuntimeError(
-                f"The unimodal probe of modality {diverged} diverged (non-finite loss). Hint: lower `probe_lr`, "
+                f"The unimodal probe of modality {diverged} diverged (non-finite loss). Hint: lower `probes.lr`, "
                 "check that modality's inputs for NaN/inf, or pass `ranking` to skip the probes."
             )
 
@@ -450,7 +343,10 @@ class ProbeRunner:
             probes[m].eval()
             metrics[m].reset()
         seen, samples = 0, 0
-        for batch in self._batches(data.val, pl_module, data.val_batches):
+        for index, raw in enumerate(data.val):
+            if index >= data.val_batches:
+                break
+            batch = self._to_device(raw, pl_module)
             labels = self._labels(batch, num_classes)
             samples += labels.numel()
             for modality in active:
@@ -465,15 +361,26 @@ class ProbeRunner:
         # compute() synchronises the metric states across processes, so every rank sees the same score.
         return {m: float(metrics[m].compute()) for m in sorted(active)}, samples
 
-    def _stop_reason(self, curve: ProbeCurve, epoch: int, num_classes: int) -> str:
-        if epoch + 1 >= self.settings.max_epochs:
-            return "max_epochs"
-        if epoch + 1 < self.settings.min_epochs or not clearly_above_chance(curve.best_score, num_classes):
-            return ""
-        reference, since_improvement = -math.inf, 0
-        for score in curve.scores:
-            if score > reference + self.settings.min_delta:
-                reference, since_improvement = score, 0
-            else:
-                since_improvement += 1
-        return "patience" if since_improvement >= self.settings.patience else ""
+
+def _cycle(loader: Iterable[Any], epoch_batches: int, prepare: Callable[[Any], Any]) -> Generator[Any, None, None]:
+    """The loader's first ``epoch_batches`` batches, over and over, each pass reshuffled where the loader shuffles.
+
+    A distributed sampler gets its own epoch number for each pass (and its original one back at the
+    end of probing, which the Trainer overwrites at its first epoch anyway).
+    """
+    sampler = getattr(loader, "sampler", None)
+    settable = sampler if callable(getattr(sampler, "set_epoch", None)) else None
+    original = getattr(settable, "epoch", None)
+    epoch = 0
+    try:
+        while True:
+            if settable is not None:
+                settable.set_epoch(epoch)
+            for index, batch in enumerate(loader):
+                if index >= epoch_batches:
+                    break
+                yield prepare(batch)
+            epoch += 1
+    finally:
+        if settable is not None and isinstance(original, int):
+            settable.set_epoch(original)
