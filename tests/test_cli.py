@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from jsonargparse import Namespace
 
-from pdmp_lightning import ModalityGradientMonitor, PDMPCallback
-from pdmp_lightning.cli import main
+from pdmp_lightning import ModalityGradientMonitor, PDMPCallback, ProbeSettings
+from pdmp_lightning.cli import _relocate_under_default_root_dir, main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 QUICKSTART = str(CONFIGS / "quickstart.yaml")
@@ -55,17 +57,30 @@ def test_help_shows_the_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_print_config_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    probes = [
+        "--trainer.callbacks.init_args.probes.max_epochs=3",
+        "--trainer.callbacks.init_args.probes.metric=macro_f1",
+    ]
     with pytest.raises(SystemExit):
-        main(["fit", "--config", QUICKSTART, *FAST, "--print_config"])
+        main(["fit", "--config", QUICKSTART, *FAST, *probes, "--print_config"])
     printed = tmp_path / "printed.yaml"
     printed.write_text(capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(printed), "--print_config"])
+    assert capsys.readouterr().out == printed.read_text()
     config = yaml.safe_load(printed.read_text())
+    assert config["trainer"]["callbacks"][-1]["init_args"]["probes"] == {
+        **vars(ProbeSettings()),
+        "max_epochs": 3.0,
+        "metric": "macro_f1",
+    }
     # Linked on instantiation from the data, so not part of the printed config.
     assert "num_classes" not in config["model"]["init_args"] and "modalities" not in config["model"]["init_args"]
     cli = main(["fit", "--config", str(printed), "--config", csv_logger_override(tmp_path)])
     assert cli.model.num_classes == 4 and cli.model.modalities == ["audio", "visual"]
     pdmp = next(c for c in cli.trainer.callbacks if isinstance(c, PDMPCallback))
     assert pdmp.ranking is not None and cli.trainer.current_epoch == 2
+    assert pdmp.probes == ProbeSettings(max_epochs=3, metric="macro_f1")
 
 
 # Evaluating a checkpoint logs into a new version directory; ModelCheckpoint says its dirpath moved.
@@ -90,6 +105,74 @@ def test_a_run_writes_config_report_results_and_plot(tmp_path: Path) -> None:
         assert other.trainer.state.fn == subcommand
 
 
+# The rerun of the saved config evaluates a checkpoint: ModelCheckpoint says its dirpath moved.
+@pytest.mark.filterwarnings("ignore:The dirpath has changed from")
+@pytest.mark.parametrize("root", [None, "absolute", "relative"])
+def test_default_root_dir_holds_every_file_of_a_run(
+    root: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quickstart config as shipped: its loggers' ``save_dir: runs`` follows ``default_root_dir``."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    given = {None: [], "absolute": [f"--trainer.default_root_dir={tmp_path / 'out'}"]}
+    given["relative"] = ["--trainer.default_root_dir=out"]
+    base = {None: cwd, "absolute": tmp_path / "out", "relative": cwd / "out"}[root]
+    tiny = [*FAST, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    cli = main(["fit", "--config", QUICKSTART, *tiny, *given[root]])
+
+    run_dir = base / "runs" / "quickstart" / "version_0"
+    assert Path(cli.trainer.log_dir).resolve() == run_dir
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "metrics.csv", "results.json", "training_curves.png", "pdmp_probe_report.json"} <= names
+    checkpoints = list((run_dir / "checkpoints").glob("*.ckpt"))
+    assert len(checkpoints) == 1
+    assert list((base / "runs" / "quickstart" / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
+    # Nothing anywhere else: not in the working directory, not beside the root.
+    assert sorted(p.name for p in cwd.iterdir()) == {None: ["runs"], "absolute": [], "relative": ["out"]}[root]
+    assert all(p.resolve().is_relative_to(base) for p in tmp_path.rglob("*") if p.is_file())
+
+    # The saved config keeps the paths as written, so its rerun resolves them the same way (no out/out/runs).
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert [logger["init_args"]["save_dir"] for logger in saved["trainer"]["logger"]] == ["runs", "runs/quickstart"]
+    other = main(["validate", "--config", str(run_dir / "config.yaml"), "--ckpt_path", str(checkpoints[0])])
+    assert Path(other.trainer.log_dir).resolve() == run_dir.with_name("version_1")
+
+
+def test_only_relative_output_paths_move_under_default_root_dir() -> None:
+    def entry(class_path: str, **init_args: object) -> Namespace:
+        return Namespace(class_path=class_path, init_args=Namespace(**init_args))
+
+    loggers = [
+        entry("lightning.pytorch.loggers.CSVLogger", save_dir="runs"),
+        entry("lightning.pytorch.loggers.TensorBoardLogger", save_dir="/elsewhere/tb"),
+        entry("lightning.pytorch.loggers.CSVLogger", save_dir="s3://bucket/runs"),
+    ]
+    checkpoint = entry("lightning.pytorch.callbacks.ModelCheckpoint", dirpath="checkpoints")
+    config = Namespace(trainer=Namespace(default_root_dir="/root", logger=loggers, callbacks=checkpoint))
+    changed = _relocate_under_default_root_dir(config)
+    assert [logger.init_args.save_dir for logger in loggers] == [
+        os.path.join("/root", "runs"),
+        "/elsewhere/tb",
+        "s3://bucket/runs",
+    ]
+    assert checkpoint.init_args.dirpath == os.path.join("/root", "checkpoints")
+    assert [(key, value) for _, key, value in changed] == [("save_dir", "runs"), ("dirpath", "checkpoints")]
+
+    # Only ModelCheckpoint's dirpath; unset paths and a missing default_root_dir change nothing.
+    other = entry("pdmp_lightning.PDMPCallback", dirpath="kept")
+    unset = entry("lightning.pytorch.callbacks.ModelCheckpoint", dirpath=None)
+    config = Namespace(trainer=Namespace(default_root_dir="/root", logger=True, callbacks=[other, unset]))
+    assert _relocate_under_default_root_dir(config) == [] and other.init_args.dirpath == "kept"
+    config = Namespace(trainer=Namespace(default_root_dir=None, logger=loggers[:1]))
+    assert _relocate_under_default_root_dir(config) == [] and loggers[0].init_args.save_dir == os.path.join(
+        "/root", "runs"
+    )
+    config = Namespace(trainer=Namespace(default_root_dir=None, logger=[entry("x.Logger", save_dir="runs")]))
+    assert _relocate_under_default_root_dir(config) == []
+    assert config.trainer.logger[0].init_args.save_dir == "runs"
+
+
 @pytest.mark.parametrize(
     ("arguments", "named", "detail"),
     [
@@ -97,7 +180,8 @@ def test_a_run_writes_config_report_results_and_plot(tmp_path: Path) -> None:
         (["--model.init_args.fusion=average"], "fusion", "average"),
         (["--trainer.callbacks.init_args.gamma_p=-1"], "gamma_p", "does not conform to restriction v>0"),
         (["--trainer.callbacks.init_args.mechanism=lr"], "mechanism", "lr"),
-        (["--trainer.callbacks.init_args.probe_data_fraction=1.5"], "probe_data_fraction", "v<=1"),
+        (["--trainer.callbacks.init_args.probes.val_fraction=1.5"], "probes.val_fraction", "v<1"),
+        (["--trainer.callbacks.init_args.probes.max_epochs=0"], "probes.max_epochs", "v>0"),
         (["--data.init_args.num_samples=many"], "num_samples", "many"),
     ],
 )

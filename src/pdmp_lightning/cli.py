@@ -4,12 +4,16 @@ Any LightningModule / LightningDataModule can be named by ``class_path`` (subcla
 datamodule's ``num_classes`` and ``modalities`` attributes are linked into the model's
 ``num_classes`` and ``modalities`` arguments when both sides have them. After ``fit``, the best
 checkpoint (or the last weights) is tested, ``results.json`` and ``training_curves.png`` are
-written next to the logs and the saved ``config.yaml``.
+written next to the logs and the saved ``config.yaml``. With ``--trainer.default_root_dir DIR``,
+relative logger ``save_dir`` and ``ModelCheckpoint`` ``dirpath`` values are taken relative to ``DIR``
+(absolute paths and URLs are left alone), so that every file of the run lands under ``DIR``.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,15 @@ class PDMPLightningCLI(LightningCLI):
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.modalities", "model.init_args.modalities", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        self._relocated = _relocate_under_default_root_dir(self._config())
+
+    def after_instantiate_classes(self) -> None:
+        # The objects are built with the resolved paths; the config (saved as config.yaml) keeps the
+        # paths as given, so a rerun of the saved config applies the same rule to its default_root_dir.
+        for init_args, key, value in getattr(self, "_relocated", []):
+            init_args[key] = value
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
@@ -94,6 +107,55 @@ class PDMPLightningCLI(LightningCLI):
     def _options(self) -> dict[str, Any]:
         config = self._config()
         return {key: config.get(key) for key in ("test_after_fit", "plot")}
+
+
+def _relocate_under_default_root_dir(config: Namespace) -> list[tuple[Namespace, str, Any]]:
+    """Joins ``trainer.default_root_dir`` in front of the relative output paths of ``config``'s loggers
+    (``save_dir``) and ``ModelCheckpoint`` callbacks (``dirpath``), in place.
+
+    Returns ``(init_args, key, original value)`` for each path it changed. Nothing changes without a
+    ``default_root_dir``; absolute paths, URLs (``s3://...``) and unset values are left alone.
+    """
+    trainer = config.get("trainer")
+    root = trainer.get("default_root_dir") if isinstance(trainer, Namespace) else None
+    if root is None:
+        return []
+    changed: list[tuple[Namespace, str, Any]] = []
+
+    def relocate(init_args: Any, key: str) -> None:
+        value = init_args.get(key) if isinstance(init_args, Namespace) else None
+        if not isinstance(value, (str, os.PathLike)):
+            return
+        path = os.fspath(value)
+        if "://" in path or os.path.isabs(path):
+            return
+        root_text = os.fspath(root)
+        init_args[key] = f"{root_text.rstrip('/')}/{path}" if "://" in root_text else os.path.join(root_text, path)
+        changed.append((init_args, key, value))
+
+    for logger in _entries(trainer.get("logger")):
+        relocate(logger.get("init_args"), "save_dir")
+    for callback in _entries(trainer.get("callbacks")):
+        if _is_subclass(callback.get("class_path"), ModelCheckpoint):
+            relocate(callback.get("init_args"), "dirpath")
+    return changed
+
+
+def _entries(value: Any) -> list[Namespace]:
+    """The ``class_path`` / ``init_args`` entries of a config value that holds one or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if isinstance(item, Namespace)]
+
+
+def _is_subclass(class_path: Any, base: type) -> bool:
+    if not isinstance(class_path, str) or "." not in class_path:
+        return False
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, base)
 
 
 def _has_test_data(datamodule: Any, model: Any) -> bool:
