@@ -24,7 +24,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 import pdmp_lightning
 from pdmp_lightning.data import (
@@ -53,6 +53,9 @@ class Task:
     epochs: int
     modalities: tuple[str, ...]
     description: str
+    #: Generated tasks only: samples in all (train + validation + test) and classes.
+    num_samples: int = 3000
+    num_classes: int = 4
 
 
 TASKS = {
@@ -66,6 +69,11 @@ TASKS = {
         Task("mfeat_fac_pix", False, 30, ("fac", "pix"), "UCI digits, profile correlations (~0.97) + pixels (~0.98)"),
         Task("mfeat_all", True, 30, ("fou", "fac", "kar", "pix", "zer", "mor"), "UCI digits, all six views"),
         Task("avdigits", True, 15, ("audio", "visual"), "digit images + espeak-ng speech in noise (CNN encoders)"),
+        # Slow learners: the strong modality starts at chance and overtakes the weak one late.
+        Task("slow8", True, 15, ("audio", "visual"), "generated, 8 classes: fast audio (0.6) + slow XOR visual (0.95)",
+             num_samples=4000, num_classes=8),
+        Task("slow_ring3", True, 15, ("fast", "xor", "ring"),
+             "generated: fast (0.6), slow XOR (0.8), slower ring-coded (0.9): the order flips twice"),
     )
 }  # fmt: skip
 
@@ -80,6 +88,13 @@ SYNTHETIC = {
         SyntheticModality("left", 0.75, "fast", dim=16, noise=0.5),
         SyntheticModality("right", 0.75, "fast", dim=16, noise=0.5),
     ],
+    "slow8": None,  # the default modalities, 8 classes, 4000 samples: probes misranked it at short trainings
+    # Alone, xor overtakes fast after about 5 epochs, ring overtakes fast after about 20 and xor after about 30.
+    "slow_ring3": [
+        SyntheticModality("fast", 0.6, "fast", dim=16, noise=0.5),
+        SyntheticModality("xor", 0.8, "slow", dim=16, noise=0.3),
+        SyntheticModality("ring", 0.9, "radial", dim=16, noise=0.3),
+    ],
 }
 
 
@@ -93,10 +108,19 @@ class Run:
     options: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None
     test: bool = True
-    #: Stop right after the probes (probe cost and ranking only); the probes still see the task's budget.
+    #: Stop right after the probes (probe cost and ranking only); the probes still see the main training's length.
     probe_only: bool = False
     #: Seed of the weights and batch order when it should differ from the data split's ``seed``.
     init_seed: int | None = None
+    #: Train to a validation plateau instead of a fixed length: early stopping on ``val_accuracy``
+    #: (patience ``CONVERGE_PATIENCE`` epochs), at most ``epochs`` or ``CONVERGE_MAX_EPOCHS`` epochs.
+    converge: bool = False
+
+
+#: Validation epochs without a better ``val_accuracy`` after which a ``converge`` run has plateaued.
+CONVERGE_PATIENCE = 10
+#: Epoch cap of a ``converge`` run when it sets no ``epochs``.
+CONVERGE_MAX_EPOCHS = 200
 
 
 def datamodule(task: Task, seed: int) -> pl.LightningDataModule:
@@ -104,7 +128,9 @@ def datamodule(task: Task, seed: int) -> pl.LightningDataModule:
         return AVDigitsDataModule(batch_size=64, seed=seed)
     if task.name.startswith("mfeat"):
         return UCIMultipleFeaturesDataModule(views=list(task.modalities), batch_size=64, seed=seed)  # type: ignore[arg-type]
-    return SyntheticMultimodalDataModule(SYNTHETIC[task.name], num_samples=3000, batch_size=64, seed=seed)
+    return SyntheticMultimodalDataModule(
+        SYNTHETIC[task.name], num_samples=task.num_samples, num_classes=task.num_classes, batch_size=64, seed=seed
+    )
 
 
 def sgd(parameters: Any) -> torch.optim.Optimizer:
@@ -159,12 +185,16 @@ def execute(run: Run) -> dict[str, Any]:
         # A probe-only run stops before any training step or validation: nothing to select.
         checkpoint = None if run.probe_only else ModelCheckpoint(dirpath=scratch, monitor="val_accuracy", mode="max")
         stop = StopAfterTrainStart() if run.probe_only else None
+        plateau = (
+            EarlyStopping(monitor="val_accuracy", mode="max", patience=CONVERGE_PATIENCE) if run.converge else None
+        )
+        timer = EpochTimer()
         trainer = pl.Trainer(
-            max_epochs=run.epochs or task.epochs,
+            max_epochs=run.epochs or (CONVERGE_MAX_EPOCHS if run.converge else task.epochs),
             accelerator="cpu",
             devices=1,
             logger=False,
-            callbacks=[c for c in (callback, checkpoint, stop) if c is not None],
+            callbacks=[c for c in (callback, checkpoint, stop, plateau, timer) if c is not None],
             enable_progress_bar=False,
             enable_model_summary=False,
             deterministic=True,
@@ -187,18 +217,43 @@ def execute(run: Run) -> dict[str, Any]:
         if checkpoint is None or checkpoint.best_model_score is None
         else float(checkpoint.best_model_score),
         "train_seconds": round(train_seconds, 2),
+        "epochs_trained": 0 if run.probe_only else trainer.current_epoch,
+        "epoch_seconds": timer.steady_epoch_seconds(),
     }
+    if run.converge:
+        row["init_seed"] = run.init_seed
     if isinstance(callback, pdmp_lightning.PDMPCallback) and callback.probe_outcome is not None:
         row.update(
             probe_ranking=callback.ranking,
             probe_scores=callback.probe_scores,
             probe_seconds=round(callback.probe_outcome.seconds, 2),
+            probe_stopped={m: curve.stopped for m, curve in callback.probe_outcome.curves.items()},
         )
     return row
 
 
+class EpochTimer(Callback):
+    """Wall time of the training epochs (their validation included), from each epoch's start to the next's."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.end: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.end = time.perf_counter()
+
+    def steady_epoch_seconds(self) -> float | None:
+        """Mean seconds per epoch after the first (which also pays for warming up); None under 2 epochs."""
+        if self.end is None or len(self.starts) < 2:
+            return None
+        return round((self.end - self.starts[1]) / (len(self.starts) - 1), 4)
+
+
 class StopAfterTrainStart(Callback):
-    """Ends fit after on_train_start (after the probes), so the probes see the task's full budget."""
+    """Ends fit after on_train_start (after the probes), so the probes see the main training's full length."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.should_stop = True
@@ -225,8 +280,17 @@ def run_all(runs: Iterable[Run], processes: int | None = None, progress: bool = 
             if progress:
                 elapsed = time.perf_counter() - started
                 print(f"[{index}/{len(runs)} {elapsed:.0f}s] {row['task']} {row['method']} seed {row['seed']}: "
-                      f"test acc {row['test_accuracy']}", flush=True)  # fmt: skip
+                      f"{_outcome(row)}", flush=True)  # fmt: skip
     return rows
+
+
+def _outcome(row: dict[str, Any]) -> str:
+    """What a progress line shows of a run: its test accuracy, else its best validation accuracy or probe ranking."""
+    if row["test_accuracy"] is not None:
+        return f"test acc {row['test_accuracy']}"
+    if row["best_val_accuracy"] is not None:
+        return f"best val acc {row['best_val_accuracy']:.4f} after {row['epochs_trained']} epochs"
+    return f"probe ranking {row.get('probe_ranking')} in {row.get('probe_seconds')} s"
 
 
 def machine() -> str:

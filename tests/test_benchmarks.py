@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+from benchmarks import common, probes
 from benchmarks.accuracy import best_single
-from benchmarks.common import Run, execute
+from benchmarks.common import TASKS, Run, datamodule, execute
+
+from pdmp_lightning import ProbeSettings
 
 
 def test_a_benchmark_run_and_a_probe_only_run() -> None:
-    row = execute(Run("synthetic2", "pdmp", seed=0, options={"start_epoch": 0, "probe_max_epochs": 2}, epochs=1))
+    row = execute(
+        Run("synthetic2", "pdmp", seed=0, options={"start_epoch": 0, "probes": ProbeSettings(max_epochs=2)}, epochs=1)
+    )
     assert 0 <= row["test_accuracy"] <= 1 and row["probe_ranking"] is not None
-    probe = execute(Run("synthetic2", "pdmp", seed=0, options={"probe_max_epochs": 1}, probe_only=True))
+    probe = execute(Run("synthetic2", "pdmp", seed=0, options={"probes": ProbeSettings(max_epochs=1)}, probe_only=True))
     assert probe["test_accuracy"] is None and probe["probe_seconds"] >= 0
+    assert set(probe["probe_stopped"]) == {"audio", "visual"} and probe["epochs_trained"] == 0
+
+
+def test_a_converged_run_stops_on_a_validation_plateau(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "CONVERGE_PATIENCE", 2)
+    row = execute(Run("synthetic2", "unimodal:audio", seed=0, test=False, converge=True, epochs=30, init_seed=7))
+    assert 0.25 < row["best_val_accuracy"] <= 1 and 3 <= row["epochs_trained"] < 30
+    assert row["epoch_seconds"] > 0 and row["init_seed"] == 7 and row["test_accuracy"] is None
+
+
+def test_the_slow_learner_tasks_set_their_classes_and_samples() -> None:
+    slow8 = datamodule(TASKS["slow8"], seed=0)
+    assert slow8.num_classes == 8 and slow8.num_samples == 4000 and slow8.modalities == ["audio", "visual"]  # type: ignore[attr-defined]
+    ring = datamodule(TASKS["slow_ring3"], seed=0)
+    assert ring.modalities == list(TASKS["slow_ring3"].modalities) and ring.num_samples == 3000  # type: ignore[attr-defined]
+    assert [spec.learning for spec in ring.specs] == ["fast", "slow", "radial"]  # type: ignore[attr-defined]
 
 
 def test_best_single_picks_the_best_validation_accuracy() -> None:
@@ -34,3 +58,55 @@ def test_each_script_parses_its_options(script: str, monkeypatch: pytest.MonkeyP
     with pytest.raises(SystemExit) as exit_info:
         module.main()
     assert exit_info.value.code == 0
+
+
+def test_the_probe_benchmark_options_and_its_planned_runs() -> None:
+    options = probes.parse(["--tasks", "synthetic2", "slow8", "--seeds", "3", "4", "--lengths", "10", "--append"])
+    assert options.tasks == ["synthetic2", "slow8"] and options.seeds == [3, 4] and options.lengths == [10]
+    assert options.append and not options.report and options.parts == list(probes.DEFAULT_PARTS)
+    quick = probes.parse(["--quick"])
+    assert quick.quick and len(quick.tasks) == 2 and quick.seeds == [0, 1]
+    runs = probes.planned(["converged", "main", "probes", "variants"], ["synthetic2"], [0], [3, 100])
+    converged = [r for r in runs if r.converge]
+    assert len(converged) == 4 and {r.init_seed for r in converged} == {None, probes.REPEAT_SEED}
+    assert [r.epochs for r in runs if r.probe_only and not r.options] == [3, 100]
+    assert len([r for r in runs if "probes" in r.options]) == len(probes.VARIANT_MAX_EPOCHS)
+    with pytest.raises(SystemExit):
+        probes.parse(["--tasks", "no_such_task"])
+
+
+def _fake_execute(run: Run) -> dict[str, Any]:
+    """What execute returns, without training: visual beats audio, the probes agree except at 3 epochs."""
+    row: dict[str, Any] = {"task": run.task, "method": run.method, "seed": run.seed, "test_accuracy": None}
+    if run.converge:
+        good = run.method.endswith("visual")
+        return {**row, "best_val_accuracy": 0.9 if good else 0.6, "epochs_trained": 20, "init_seed": run.init_seed}
+    ranking = ["audio", "visual"] if run.epochs == 3 else ["visual", "audio"]
+    row.update(probe_ranking=ranking, probe_seconds=0.2, probe_stopped={"audio": "plateau", "visual": "settled"})
+    if run.probe_only:
+        return {**row, "best_val_accuracy": None, "epochs_trained": 0}
+    return {**row, "best_val_accuracy": 0.9, "epoch_seconds": 0.1, "epochs_trained": 3}
+
+
+def test_the_probe_benchmark_runs_in_pieces_and_reports_from_its_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(probes, "OUT", tmp_path)
+    monkeypatch.setattr(probes, "run_all", lambda runs, processes=None: [_fake_execute(r) for r in runs])
+    probes.main(["--tasks", "synthetic2", "--seeds", "0", "--lengths", "3", "30"])
+    probes.main(["--tasks", "synthetic2", "--seeds", "1", "--lengths", "3", "30", "100", "10", "--append"])
+    probes.main(["--tasks", "synthetic2", "--seeds", "1", "--lengths", "100", "--parts", "probes", "--append"])
+    rows = json.loads((tmp_path / "probes.json").read_text())["rows"]
+    assert len([r for r in rows if r["part"] == "probes"]) == 2 + 4  # the rerun replaced seed 1's 100-epoch row
+    assert len([r for r in rows if r["part"] == "converged"]) == 2 * 4 and not (tmp_path / "probes_quick.json").exists()
+    (tmp_path / "probes.md").unlink()
+    capsys.readouterr()
+    probes.main(["--report"])
+    report = (tmp_path / "probes.md").read_text()
+    assert report == capsys.readouterr().out
+    assert "at every length: missed** (probes = converged ranking vs converged = its repeat: 3 epochs: 0.0%" in report
+    assert "at 30 and 100 epochs: met** (30 epochs: 6.7%; 100 epochs: 2.0%)" in report
+    assert (
+        "| 30 | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | 6.7% | 6.7% | 0.20 | plateau 2, settled 2 |"
+        in report
+    )

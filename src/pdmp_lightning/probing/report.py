@@ -82,7 +82,7 @@ def format_table(
     for index, modality in enumerate(ranking):
         score = f"{scores[modality]:.4f}" if scores else "given"
         curve = outcome.curves.get(modality) if outcome else None
-        epochs, stopped = (f"{curve.trained_epochs:g}", curve.stopped) if curve else ("-", "-")
+        epochs, stopped = (f"{curve.trained_epochs:.3g}", curve.stopped) if curve else ("-", "-")
         mark = "  (dominant)" if index == 0 else ""
         lines.append(
             f"{index + 1:<5} {modality:<16} {score:>16} {epochs:>7} {stopped:>8} {coefficients[modality]:>12.4g}{mark}"
