@@ -4,10 +4,12 @@ Every method gets the same model, optimizer, epochs and seeded splits; the check
 validation accuracy is tested. "best_single" is, per seed, the unimodal model with the best
 validation accuracy. Writes ``docs/benchmarks/accuracy.{json,md,png}``.
 
-    python -m benchmarks.accuracy --methods joint pdmp ogm_ge opm agm mmpareto pdmp_heads   # ~23 min on 2 cores
+    python -m benchmarks.accuracy --methods joint pdmp ogm_ge opm agm mmpareto pdmp_heads   # ~30 min on 2 cores
     python -m benchmarks.accuracy --tasks synthetic2 synthetic3 synthetic2_balanced mfeat_fou_kar \
-        mfeat_mor_pix mfeat_fac_pix mfeat_all --append   # the 7 MLP tasks, 6 methods: ~4 min
+        mfeat_mor_pix mfeat_fac_pix mfeat_all slow8 slow_ring3 --append   # the 9 MLP tasks, 6 methods: ~6 min
     python -m benchmarks.accuracy --tasks avdigits --methods pdmp --append   # replaces PDMP's avdigits rows
+    python -m benchmarks.accuracy --tasks synthetic2_8ep synthetic3_8ep synthetic2_balanced_8ep slow8_8ep \
+        slow_ring3_8ep --methods joint pdmp --append   # the generated tasks trained for 8 epochs: ~3 min
     python -m benchmarks.accuracy --quick            # 2 tasks x 2 seeds, 3 epochs (a smoke run)
 """
 
@@ -21,7 +23,19 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.common import EXTRA_METHODS, METHODS, OUT, TASKS, Run, machine, mean_std, run_all, write_json
+from benchmarks.common import (
+    ALL_TASKS,
+    EXTRA_METHODS,
+    METHODS,
+    OUT,
+    SHORT_TASKS,
+    TASKS,
+    Run,
+    machine,
+    mean_std,
+    run_all,
+    write_json,
+)
 
 COLUMNS = (*METHODS, "best_single", *EXTRA_METHODS)
 
@@ -53,7 +67,7 @@ def table(rows: list[dict[str, Any]], metric: str) -> list[str]:
             mean, std = mean_std(by_cell[(task, method)])
             text = f"{100 * mean:.2f} ± {100 * std:.2f}" if mean == mean else "-"
             cells.append(f"**{text}**" if mean == best else text)
-        lines.append(f"| {task} | {TASKS[task].imbalanced} | " + " | ".join(cells) + " |")
+        lines.append(f"| {task} | {ALL_TASKS[task].imbalanced} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -80,7 +94,13 @@ def plot(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument(
+        "--tasks",
+        nargs="*",
+        default=list(TASKS),
+        choices=list(ALL_TASKS),
+        help=f"default: the benchmark tasks; their {len(SHORT_TASKS)} shorter variants on request",
+    )
     parser.add_argument(
         "--methods",
         nargs="*",
@@ -100,7 +120,7 @@ def main() -> None:
         Run(task, method, seed, epochs=epochs)
         for task in tasks
         for seed in range(seeds)
-        for method in (*options.methods, *(f"unimodal:{m}" for m in TASKS[task].modalities))
+        for method in (*options.methods, *(f"unimodal:{m}" for m in ALL_TASKS[task].modalities))
     ]
     raw = run_all(runs)
     rows = [r for r in raw if not r["method"].startswith("unimodal:")] + best_single(raw)
@@ -111,7 +131,7 @@ def main() -> None:
         replaced = {(t, m) for t in tasks for m in (*options.methods, "best_single")}
         rows = [r for r in previous["rows"] if (r["task"], r["method"]) not in replaced] + rows
         unimodal = [r for r in previous["unimodal_runs"] if r["task"] not in tasks] + unimodal
-        rows.sort(key=lambda r: (list(TASKS).index(r["task"]), r["seed"]))
+        rows.sort(key=lambda r: (list(ALL_TASKS).index(r["task"]), r["seed"]))
     write_json(f"accuracy{suffix}.json", {"machine": machine(), "rows": rows, "unimodal_runs": unimodal})
     lines = [
         f"Test accuracy (%) , mean ± std over {seeds} seeds; {machine()}.",

@@ -110,3 +110,15 @@ def test_the_probe_benchmark_runs_in_pieces_and_reports_from_its_json(
         "| 30 | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | 6.7% | 6.7% | 0.20 | plateau 2, settled 2 |"
         in report
     )
+
+
+def test_the_short_variants_train_the_same_data_for_fewer_epochs() -> None:
+    short = common.SHORT_TASKS["slow8_8ep"]
+    assert short.epochs == common.SHORT_EPOCHS == 8 and short.modalities == TASKS["slow8"].modalities
+    first, second = datamodule(short, seed=3), datamodule(TASKS["slow8"], seed=3)
+    assert first.num_classes == second.num_classes == 8  # type: ignore[attr-defined]
+    assert all(
+        (a == b).all()
+        for a, b in zip(first.load()[0].values(), second.load()[0].values(), strict=True)  # type: ignore[attr-defined]
+    )
+    assert set(common.ALL_TASKS) == set(TASKS) | set(common.SHORT_TASKS)
