@@ -250,6 +250,7 @@ def execute(run: Run) -> dict[str, Any]:
             probe_scores=callback.probe_scores,
             probe_seconds=round(callback.probe_outcome.seconds, 2),
             probe_stopped={m: curve.stopped for m, curve in callback.probe_outcome.curves.items()},
+            probe_doubts=callback.probe_outcome.doubts(),
         )
     return row
 

@@ -223,17 +223,18 @@ def _pct(value: float) -> str:
 def length_table(rows: list[dict[str, Any]], lengths: list[int]) -> list[str]:
     lines = [
         "| main epochs | probes = converged ranking | probes = converged dominant | converged = its repeat "
-        "| where converged = its repeat: probes match | probe cost / main (median) | (max) | probe s (median) "
-        "| probes stopped |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| where converged = its repeat: probes match | misses with a ProbeRankingWarning "
+        "| probe cost / main (median) | (max) | probe s (median) | probes stopped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for length in lengths:
         mine = [r for r in rows if r["length"] == length]
         stable = [r for r in mine if r["self_match"]]
         stops = Counter(reason for r in mine for reason in r.get("probe_stopped", {}).values())
+        misses = [{"warned": bool(r.get("probe_doubts"))} for r in mine if not r["ranking_match"]]
         lines.append(
             f"| {length} | {_count(mine, 'ranking_match')} | {_count(mine, 'dominant_match')} "
-            f"| {_count(mine, 'self_match')} | {_count(stable, 'ranking_match')} "
+            f"| {_count(mine, 'self_match')} | {_count(stable, 'ranking_match')} | {_count(misses, 'warned')} "
             f"| {_pct(statistics.median(r['cost'] for r in mine))} | {_pct(max(r['cost'] for r in mine))} "
             f"| {statistics.median(r['probe_seconds'] for r in mine):.2f} "
             f"| {', '.join(f'{reason} {n}' for reason, n in stops.most_common()) or '-'} |"

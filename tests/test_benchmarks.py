@@ -107,7 +107,7 @@ def test_the_probe_benchmark_runs_in_pieces_and_reports_from_its_json(
     assert "at every length: missed** (probes = converged ranking vs converged = its repeat: 3 epochs: 0.0%" in report
     assert "at 30 and 100 epochs: met** (30 epochs: 6.7%; 100 epochs: 2.0%)" in report
     assert (
-        "| 30 | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | 6.7% | 6.7% | 0.20 | plateau 2, settled 2 |"
+        "| 30 | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | 2/2 (100%) | - | 6.7% | 6.7% | 0.20 | plateau 2, settled 2 |"
         in report
     )
 
