@@ -110,7 +110,7 @@ class ProbeRunner:
             f"every {check_batches} batches, at most {settings.max_epochs:g} probe epochs; each stops once it has "
             "plateaued or the ranking is settled."
         )
-        batches = _cycle(data.train, data.epoch_batches, lambda batch: self._to_device(batch, pl_module))
+        batches = _cycle(data.train, data.epoch_batches, lambda raw: self._prepare(raw, pl_module, num_classes))
         setup_seconds = time.perf_counter() - start
         validation_seconds, val_samples, samples, trained = 0.0, 0, 0, 0
         active = set(probes)
@@ -243,12 +243,28 @@ class ProbeRunner:
     def _input(self, batch: Any, modality: str) -> Tensor:
         return select_from_batch(batch, self.inputs[modality], f"inputs[{modality!r}]")
 
+    def _prepare(self, raw: Any, pl_module: pl.LightningModule, num_classes: int) -> Any:
+        """Moves a loader's batch to the device, checking its labels' range first while they are on the host."""
+        try:
+            labels = select_from_batch(raw, self.target, "target")
+        except PDMPConfigurationError:
+            labels = None  # the module's transfer hooks may build the batch: checked after the move on CPU
+        if labels is not None and labels.device.type == "cpu" and not labels.dtype.is_floating_point:
+            self._check_label_range(labels, num_classes)
+        return self._to_device(raw, pl_module)
+
     def _labels(self, batch: Any, num_classes: int) -> Tensor:
+        """The batch's labels as a flat int64 tensor; reading them never waits for an accelerator."""
         labels = select_from_batch(batch, self.target, "target")
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise config_error(
                 "target", self.target, "a batch key holding integer class labels", f"its dtype is {labels.dtype}."
             )
+        if labels.device.type == "cpu":
+            self._check_label_range(labels, num_classes)
+        return labels.reshape(-1).long()
+
+    def _check_label_range(self, labels: Tensor, num_classes: int) -> None:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise config_error(
                 "target",
@@ -256,7 +272,6 @@ class ProbeRunner:
                 f"labels in [0, {num_classes - 1}] (num_classes={num_classes})",
                 "set `probes.num_classes` or check the labels.",
             )
-        return labels.reshape(-1).long()
 
     def _num_classes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: DataLoader[Any]) -> int:
         candidates = [self.settings.num_classes, getattr(pl_module, "num_classes", None)]
@@ -346,7 +361,7 @@ class ProbeRunner:
         for index, raw in enumerate(data.val):
             if index >= data.val_batches:
                 break
-            batch = self._to_device(raw, pl_module)
+            batch = self._prepare(raw, pl_module, num_classes)
             labels = self._labels(batch, num_classes)
             samples += labels.numel()
             for modality in active:
