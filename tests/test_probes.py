@@ -460,15 +460,20 @@ def test_the_cap_stops_every_probe() -> None:
 
 
 class FramesNet(nn.Module):
-    """A 2-D network run per frame: ``[B, C, T, H, W]`` -> ``[B * T, C', H', W']``, as OGM-GE's visual ResNet."""
+    """A 2-D network run per frame: ``[B, C, T, H, W]`` -> ``[B * T, C', H', W']``, as OGM-GE's visual ResNet.
 
-    def __init__(self) -> None:
+    ``frame_major`` folds the rows frame by frame (``t * B + b``) instead of sample by sample.
+    """
+
+    def __init__(self, frame_major: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 4, kernel_size=3, padding=1)
+        self.frame_major = frame_major
 
     def forward(self, frames: Tensor) -> Tensor:
         batch, channels, time, height, width = frames.shape
-        folded = frames.permute(0, 2, 1, 3, 4).reshape(batch * time, channels, height, width)
+        order = (2, 0, 1, 3, 4) if self.frame_major else (0, 2, 1, 3, 4)
+        folded = frames.permute(*order).reshape(batch * time, channels, height, width)
         return torch.relu(self.conv(folded))
 
 
@@ -519,6 +524,35 @@ def test_an_encoder_that_folds_frames_into_the_batch_is_probed_without_a_hook(ca
     assert "the 'visual' encoder folds 3 frames per sample into the batch" in caplog.text
     # Pooled over the 3 frames: 4 channels x 5 x 5 features per sample, 4 classes.
     assert outcome.curves["visual"].epochs and sorted(callback.ranking or []) == ["audio", "visual"]
+
+
+@pytest.mark.parametrize("frame_major", [False, True])
+def test_folded_features_are_averaged_per_sample_in_either_row_order(frame_major: bool) -> None:
+    from pdmp_lightning.probing.probe import build_probe
+
+    torch.manual_seed(0)
+    encoder, frames = FramesNet(frame_major), torch.randn(4, 2, 3, 5, 5)
+    probe = build_probe(encoder, frames, num_classes=4, modality="visual")
+    assert (probe.fold, probe.frame_major) == (3, frame_major)
+    with torch.no_grad():
+        expected = torch.stack([encoder(frames[i : i + 1]).mean(dim=0).flatten() for i in range(4)])
+        assert torch.allclose(probe.head(expected), probe(frames), atol=1e-6)
+
+
+class Mixer(FramesNet):
+    """Folds frames, then shifts the rows by one: no row order matches the samples."""
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return super().forward(frames).roll(1, dims=0)
+
+
+def test_folded_rows_that_match_no_sample_are_refused() -> None:
+    model = AVClassifier()
+    model.visual_net = Mixer()
+    with pytest.raises(
+        PDMPConfigurationError, match=r"3 rows per sample cannot be matched with the samples.*probe_encoder"
+    ):
+        trainer(callbacks=[PDMPCallback(AV_MODALITIES, probes=QUICK)], max_steps=1, precision="32-true").fit(model)
 
 
 class TimeFirst(nn.Module):

@@ -19,27 +19,36 @@ class UnimodalProbe(nn.Module):
 
     A tuple or list output contributes its first element (many encoders return ``(features, extra)``).
     An encoder that folds ``fold`` frames per sample into the batch (``[B * fold, ...]`` outputs, as
-    video encoders that run a 2-D network per frame do) has its features averaged over the frames.
+    video encoders that run a 2-D network per frame do) has its features averaged over the frames,
+    whether its rows run sample by sample (``b * fold + t``) or frame by frame (``t * B + b``).
 
     Args:
         encoder: The modality's encoder (a copy; the module being trained is never touched).
         num_features: Size of the flattened (and unfolded) encoder output.
         num_classes: Number of classes.
         fold: Frames per sample folded into the encoder output's first dimension (1: none).
+        frame_major: Whether the folded rows run frame by frame (``t * B + b``) instead of sample by sample.
         dtype: Floating-point type of the head: the encoder's, so the probe follows the Trainer's precision.
     """
 
     def __init__(
-        self, encoder: nn.Module, num_features: int, num_classes: int, fold: int = 1, dtype: torch.dtype | None = None
+        self,
+        encoder: nn.Module,
+        num_features: int,
+        num_classes: int,
+        fold: int = 1,
+        frame_major: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.fold = fold
+        self.frame_major = frame_major
         self.head = nn.Linear(num_features, num_classes, dtype=dtype or torch.float32)
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Logits of shape ``[batch, num_classes]``."""
-        features = encoder_features(self.encoder, inputs, self.fold)
+        features = encoder_features(self.encoder, inputs, self.fold, self.frame_major)
         logits: Tensor = self.head(features.to(self.head.weight.dtype))
         return logits
 
@@ -57,11 +66,19 @@ def encoder_output(encoder: nn.Module, inputs: Tensor) -> Tensor:
     return output
 
 
-def encoder_features(encoder: nn.Module, inputs: Tensor, fold: int = 1) -> Tensor:
+def encoder_features(encoder: nn.Module, inputs: Tensor, fold: int = 1, frame_major: bool = False) -> Tensor:
     """The encoder's output as a ``[batch, features]`` matrix, averaged over ``fold`` folded frames."""
-    output = encoder_output(encoder, inputs)
+    return unfold(encoder_output(encoder, inputs), fold, frame_major)
+
+
+def unfold(output: Tensor, fold: int, frame_major: bool = False) -> Tensor:
+    """``[B * fold, ...]`` rows averaged per sample into ``[B, features]`` (``fold`` 1: only flattened)."""
     if fold > 1:
-        output = output.reshape(output.shape[0] // fold, fold, *output.shape[1:]).mean(dim=1)
+        batch, rest = output.shape[0] // fold, output.shape[1:]
+        if frame_major:
+            output = output.reshape(fold, batch, *rest).mean(dim=0)
+        else:
+            output = output.reshape(batch, fold, *rest).mean(dim=1)
     return output.reshape(output.shape[0], -1)
 
 
@@ -112,21 +129,44 @@ def build_probe(encoder: nn.Module, sample: Tensor, num_classes: int, modality: 
     sizes = [n for n in (2, 3) if n <= len(sample)] or [len(sample)]
     with torch.no_grad():
         outputs = [encoder_output(encoder, sample[:n]) for n in sizes]
+        alone = encoder_output(encoder, sample[:1])
     encoder.train(was_training)
     folds = {out.shape[0] / n if out.ndim else -1.0 for out, n in zip(outputs, sizes, strict=True)}
     fold = folds.pop() if len(folds) == 1 else -1.0
+    shapes = ", ".join(f"{list(sample[:n].shape)} -> {list(out.shape)}" for out, n in zip(outputs, sizes, strict=True))
+    hint = (
+        f"give your LightningModule a method `{PROBE_ENCODER_HOOK}(self, modality) -> nn.Module` returning a module "
+        "that maps this modality's batch input to [batch, ...] features for the probe."
+    )
     if fold < 1 or not fold.is_integer():
-        shapes = ", ".join(
-            f"{list(sample[:n].shape)} -> {list(out.shape)}" for out, n in zip(outputs, sizes, strict=True)
-        )
         raise config_error(
             f"modalities[{modality!r}]",
             f"an encoder whose output does not follow the batch ({shapes})",
             "an output whose first dimension is the batch size, or a multiple of it (frames folded into the batch)",
-            f"give your LightningModule a method `{PROBE_ENCODER_HOOK}(self, modality) -> nn.Module` returning a "
-            "module that maps this modality's batch input to [batch, ...] features for the probe.",
+            hint,
         )
+    frame_major = False
+    if fold > 1 and sizes[0] > 1:
+        # Which rows belong to the first sample: compare with the encoder's output for that sample alone.
+        first = unfold(alone, int(fold))
+        if _close(unfold(outputs[0], int(fold))[:1], first):
+            frame_major = False
+        elif _close(unfold(outputs[0], int(fold), frame_major=True)[:1], first):
+            frame_major = True
+        else:
+            raise config_error(
+                f"modalities[{modality!r}]",
+                f"an encoder whose {int(fold)} rows per sample cannot be matched with the samples ({shapes})",
+                "frames folded sample by sample (b * T + t) or frame by frame (t * B + b), each sample's rows "
+                "independent of the others in eval mode",
+                hint,
+            )
     dtype = next((p.dtype for p in encoder.parameters() if p.is_floating_point()), torch.float32)
     num_features = outputs[0][0].numel()  # per sample, frames averaged
-    probe = UnimodalProbe(encoder, num_features, num_classes, int(fold), dtype)
+    probe = UnimodalProbe(encoder, num_features, num_classes, int(fold), frame_major, dtype)
     return probe.to(sample.device)
+
+
+def _close(first: Tensor, second: Tensor) -> bool:
+    """Loose equality: rows of another sample differ by far more than batch-size-dependent rounding."""
+    return bool(torch.allclose(first.float(), second.float(), rtol=1e-2, atol=1e-3))

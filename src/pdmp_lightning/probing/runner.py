@@ -95,9 +95,10 @@ class ProbeRunner:
             }
         for modality, probe in probes.items():
             if probe.fold > 1:
+                order = "frame by frame" if probe.frame_major else "sample by sample"
                 rank_zero_info(
-                    f"PDMP probes: the '{modality}' encoder folds {probe.fold} frames per sample into the batch; its "
-                    "probe averages the features over them."
+                    f"PDMP probes: the '{modality}' encoder folds {probe.fold} frames per sample into the batch "
+                    f"({order}); its probe averages the features over them."
                 )
         optimizers = {m: torch.optim.Adam(p.parameters(), lr=settings.lr) for m, p in probes.items()}
         scalers = {m: self._gradient_scaler(pl_module) for m in probes}
