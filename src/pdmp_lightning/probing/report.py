@@ -103,7 +103,8 @@ def cost_message(outcome: ProbeOutcome, ranking: Sequence[str]) -> str:
     assert cost.share is not None and cost.main_epoch_seconds is not None and cost.main_epochs is not None
     message = (
         f"the probes took {cost.seconds:.2f} s, {cost.share:.0%} of the main training's estimated "
-        f"{cost.main_seconds:.1f} s ({cost.main_epochs:g} epochs of {cost.main_epoch_seconds:.2f} s)"
+        f"{cost.main_seconds:.1f} s ({cost.main_epochs:g} epoch{'' if cost.main_epochs == 1 else 's'} of "
+        f"{cost.main_epoch_seconds:.2f} s)"
     )
     if cost.over_target:
         message += (
