@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,9 @@ class Run:
     probe_only: bool = False
     #: Seed of the weights and batch order when it should differ from the data split's ``seed``.
     init_seed: int | None = None
+    #: With ``lr``: the optimizer (a key of ``OPTIMIZERS``) and its learning rate; without: the task's fixed SGD.
+    optimizer: str = "sgd"
+    lr: float | None = None
     #: Train to a validation plateau instead of a fixed length: early stopping on ``val_accuracy``
     #: (patience ``CONVERGE_PATIENCE`` epochs), at most ``epochs`` or ``CONVERGE_MAX_EPOCHS`` epochs.
     converge: bool = False
@@ -163,13 +167,29 @@ def sgd_avdigits(parameters: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=0.01, momentum=0.9)  # as examples/configs/avdigits.yaml
 
 
-def model(data: Any, modalities: Sequence[str], heads: bool = False, optimizer: Callable[..., Any] = sgd) -> Any:
+def sgd_momentum(parameters: Any, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+
+
+def adamw(parameters: Any, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(parameters, lr=lr)
+
+
+#: Optimizers a run may name with its own learning rate (the tuned comparison): name -> (parameters, lr) factory.
+OPTIMIZERS: dict[str, Callable[[Any, float], torch.optim.Optimizer]] = {"sgd": sgd_momentum, "adamw": adamw}
+
+
+def model(
+    data: Any, modalities: Sequence[str], heads: bool = False, optimizer: Callable[..., Any] | None = None
+) -> Any:
+    """The benchmark model of ``data``; ``optimizer`` None: the task's fixed-rate SGD."""
     if isinstance(data, AVDigitsDataModule):  # spectrograms and images: the CNN of examples/configs/avdigits.yaml
         encoders: dict[str, Any] = {m: ConvEncoder(1, [16, 32, 64, 128], 128) for m in modalities}
-        optimizer = sgd_avdigits
+        optimizer = optimizer or sgd_avdigits
     else:
         dims = data.feature_dims
         encoders = {m: MLPEncoder(in_features=dims[m], hidden=[64], out_features=64) for m in modalities}
+        optimizer = optimizer or sgd
     return MultimodalClassifier(
         encoders,
         num_classes=data.num_classes,
@@ -201,7 +221,8 @@ def execute(run: Run) -> dict[str, Any]:
         pl.seed_everything(run.init_seed, workers=True, verbose=False)
     unimodal = run.method.startswith("unimodal:")
     modalities = [run.method.split(":", 1)[1]] if unimodal else list(task.modalities)
-    module = model(data, modalities, heads=run.method in WITH_HEADS)
+    optimizer = None if run.lr is None else partial(OPTIMIZERS[run.optimizer], lr=run.lr)
+    module = model(data, modalities, heads=run.method in WITH_HEADS, optimizer=optimizer)
     callback = None if unimodal else method_callback(run.method, task.modalities, run.options)
     with tempfile.TemporaryDirectory() as scratch:
         # A probe-only run stops before any training step or validation: nothing to select.
@@ -233,6 +254,7 @@ def execute(run: Run) -> dict[str, Any]:
         "method": run.method,
         "seed": run.seed,
         "options": run.options,
+        **({"optimizer": run.optimizer, "lr": run.lr} if run.lr is not None else {}),
         "test_accuracy": test.get("test_accuracy"),
         "test_macro_f1": test.get("test_macro_f1"),
         "best_val_accuracy": None

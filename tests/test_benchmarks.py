@@ -51,7 +51,7 @@ def test_best_single_picks_the_best_validation_accuracy() -> None:
     assert chosen["modality"] == "b" and chosen["test_accuracy"] == 0.7 and chosen["method"] == "best_single"
 
 
-@pytest.mark.parametrize("script", ["accuracy", "probes", "overhead", "gamma_sweep", "quickstart_seeds"])
+@pytest.mark.parametrize("script", ["accuracy", "probes", "overhead", "gamma_sweep", "quickstart_seeds", "tuned"])
 def test_each_script_parses_its_options(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
     module = importlib.import_module(f"benchmarks.{script}")
     monkeypatch.setattr(sys, "argv", [script, "--help"])
@@ -122,3 +122,27 @@ def test_the_short_variants_train_the_same_data_for_fewer_epochs() -> None:
         for a, b in zip(first.load()[0].values(), second.load()[0].values(), strict=True)  # type: ignore[attr-defined]
     )
     assert set(common.ALL_TASKS) == set(TASKS) | set(common.SHORT_TASKS)
+
+
+def test_the_tuned_benchmark_selects_each_methods_rate_on_validation() -> None:
+    from benchmarks import tuned
+
+    options = tuned.parse(["--tasks", "slow8", "--seeds", "1", "--optimizers", "adamw"])
+    runs = tuned.planned(options.tasks, options.methods, options.seeds, options.optimizers)
+    assert len(runs) == 4 * 2 and {(r.optimizer, r.lr) for r in runs} == {("adamw", lr) for lr in tuned.GRID["adamw"]}
+
+    def row(method: str, lr: float, val: float, test: float) -> dict[str, Any]:
+        return {"task": "t", "method": method, "seed": 0, "optimizer": "sgd", "lr": lr, "best_val_accuracy": val,
+                "test_accuracy": test}  # fmt: skip
+
+    rows = [row("joint", 0.02, 0.9, 0.5), row("joint", 0.002, 0.8, 0.99), row("pdmp", 0.05, 0.7, 0.1),
+            row("pdmp", 0.005, 0.7, 0.2)]  # fmt: skip
+    chosen = {r["method"]: (r["lr"], r["test_accuracy"]) for r in tuned.selected(rows)}
+    # Selected on validation, never on test; the lower rate on a tie.
+    assert chosen == {"joint": (0.02, 0.5), "pdmp": (0.005, 0.2)}
+    assert "| t | sgd | 50.00 ± 0.00 | 20.00 ± 0.00 | 0.02; 0.005 |" in tuned.table(rows, ["joint", "pdmp"])
+
+
+def test_a_run_with_its_own_optimizer_and_rate() -> None:
+    row = execute(Run("synthetic2", "joint", seed=0, optimizer="adamw", lr=1e-3, epochs=1))
+    assert (row["optimizer"], row["lr"]) == ("adamw", 1e-3) and 0 <= row["test_accuracy"] <= 1
