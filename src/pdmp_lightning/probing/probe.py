@@ -129,10 +129,11 @@ def build_probe(encoder: nn.Module, sample: Tensor, num_classes: int, modality: 
     sizes = [n for n in (2, 3) if n <= len(sample)] or [len(sample)]
     with torch.no_grad():
         outputs = [encoder_output(encoder, sample[:n]) for n in sizes]
-        alone = encoder_output(encoder, sample[:1])
+        folds = {out.shape[0] / n if out.ndim else -1.0 for out, n in zip(outputs, sizes, strict=True)}
+        fold = folds.pop() if len(folds) == 1 else -1.0
+        # Only folded rows need matching with their samples: the first sample's rows, computed alone.
+        alone = encoder_output(encoder, sample[:1]) if fold > 1 and sizes[0] > 1 else None
     encoder.train(was_training)
-    folds = {out.shape[0] / n if out.ndim else -1.0 for out, n in zip(outputs, sizes, strict=True)}
-    fold = folds.pop() if len(folds) == 1 else -1.0
     shapes = ", ".join(f"{list(sample[:n].shape)} -> {list(out.shape)}" for out, n in zip(outputs, sizes, strict=True))
     hint = (
         f"give your LightningModule a method `{PROBE_ENCODER_HOOK}(self, modality) -> nn.Module` returning a module "
@@ -146,7 +147,7 @@ def build_probe(encoder: nn.Module, sample: Tensor, num_classes: int, modality: 
             hint,
         )
     frame_major = False
-    if fold > 1 and sizes[0] > 1:
+    if alone is not None:
         # Which rows belong to the first sample: compare with the encoder's output for that sample alone.
         first = unfold(alone, int(fold))
         if _close(unfold(outputs[0], int(fold))[:1], first):

@@ -133,8 +133,9 @@ class ProbeRunner:
                     curve.epochs.append(trained / data.epoch_batches)
                     curve.train_losses.append(losses[modality])
                     curve.scores.append(scores[modality])
-                counted = torch.tensor(float(val_samples), device=pl_module.device)
-                samples = int(trainer.strategy.reduce(counted, reduce_op="sum").item())
+                if not samples:  # the same validation batches every pass: counted across ranks once
+                    counted = torch.tensor(float(val_samples), device=pl_module.device)
+                    samples = int(trainer.strategy.reduce(counted, reduce_op="sum").item())
                 for modality, reason in stop_reasons(curves, active, settings, num_classes, samples).items():
                     curves[modality].stopped = reason
                 active = {m for m in active if not curves[m].stopped}
@@ -245,24 +246,29 @@ class ProbeRunner:
         return select_from_batch(batch, self.inputs[modality], f"inputs[{modality!r}]")
 
     def _prepare(self, raw: Any, pl_module: pl.LightningModule, num_classes: int) -> Any:
-        """Moves a loader's batch to the device, checking its labels' range first while they are on the host."""
-        try:
-            labels = select_from_batch(raw, self.target, "target")
-        except PDMPConfigurationError:
-            labels = None  # the module's transfer hooks may build the batch: checked after the move on CPU
-        if labels is not None and labels.device.type == "cpu" and not labels.dtype.is_floating_point:
-            self._check_label_range(labels, num_classes)
-        return self._to_device(raw, pl_module)
+        """Moves a loader's batch to the device, checking its labels' range once, on the host.
 
-    def _labels(self, batch: Any, num_classes: int) -> Tensor:
-        """The batch's labels as a flat int64 tensor; reading them never waits for an accelerator."""
+        The loader's batch is checked before the move (no accelerator read); a batch that only the
+        module's transfer hooks give a label key is checked after it, where it stays on the CPU.
+        """
+        try:
+            labels: Tensor | None = select_from_batch(raw, self.target, "target")
+        except PDMPConfigurationError:
+            labels = None
+        batch = self._to_device(raw, pl_module)
+        if labels is None:
+            labels = select_from_batch(batch, self.target, "target")
+        if labels.device.type == "cpu" and not (labels.dtype.is_floating_point or labels.dtype == torch.bool):
+            self._check_label_range(labels, num_classes)
+        return batch
+
+    def _labels(self, batch: Any) -> Tensor:
+        """The prepared batch's labels as a flat int64 tensor (their range was checked in ``_prepare``)."""
         labels = select_from_batch(batch, self.target, "target")
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise config_error(
                 "target", self.target, "a batch key holding integer class labels", f"its dtype is {labels.dtype}."
             )
-        if labels.device.type == "cpu":
-            self._check_label_range(labels, num_classes)
         return labels.reshape(-1).long()
 
     def _check_label_range(self, labels: Tensor, num_classes: int) -> None:
@@ -310,7 +316,7 @@ class ProbeRunner:
         totals: list[Tensor | float] = [0.0] * len(order)
         for _ in range(count):
             batch = next(batches)
-            labels = self._labels(batch, num_classes)
+            labels = self._labels(batch)
             for index, modality in enumerate(order):
                 with self._precision.train_step_context():
                     loss = F.cross_entropy(probes[modality](self._input(batch, modality)), labels)
@@ -363,7 +369,7 @@ class ProbeRunner:
             if index >= data.val_batches:
                 break
             batch = self._prepare(raw, pl_module, num_classes)
-            labels = self._labels(batch, num_classes)
+            labels = self._labels(batch)
             samples += labels.numel()
             for modality in active:
                 with self._precision.val_step_context():
