@@ -39,8 +39,16 @@ from pdmp_lightning.models import ConvEncoder, MLPEncoder, MultimodalClassifier
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
 METHODS = ("joint", "pdmp", "ogm_ge", "opm", "agm", "mmpareto")
-#: Ablations run on request: PDMP on MMPareto's model (unimodal heads and losses).
-EXTRA_METHODS = ("pdmp_heads",)
+#: Ablations run on request: PDMP on MMPareto's model (unimodal heads and losses), PDMP with the
+#: paper's constant coefficients, PDMP with the loss back-off rule.
+EXTRA_METHODS = ("pdmp_heads", "pdmp_constant", "pdmp_backoff")
+#: PDMPCallback options of each PDMP method (the run's own options are added to them).
+PDMP_OPTIONS: dict[str, dict[str, Any]] = {
+    "pdmp": {},
+    "pdmp_heads": {},
+    "pdmp_constant": {"adaptation": "none"},
+    "pdmp_backoff": {"adaptation": "backoff"},
+}
 #: Methods whose model has unimodal heads and losses.
 WITH_HEADS = ("mmpareto", "pdmp_heads")
 
@@ -77,6 +85,9 @@ TASKS = {
              num_samples=4000, num_classes=8),
         Task("slow_ring3", True, 15, ("fast", "xor", "ring"),
              "generated: fast (0.6), slow XOR (0.8), slower ring-coded (0.9): the order flips twice"),
+        # Built to break the boost: the fast, weaker modality is worth keeping, so starving it costs accuracy.
+        Task("complementary", True, 15, ("audio", "visual"),
+             "generated: fast audio (0.8) + slow XOR visual (0.9), informative on independent samples"),
     )
 }  # fmt: skip
 
@@ -113,6 +124,10 @@ SYNTHETIC = {
         SyntheticModality("fast", 0.6, "fast", dim=16, noise=0.5),
         SyntheticModality("xor", 0.8, "slow", dim=16, noise=0.3),
         SyntheticModality("ring", 0.9, "radial", dim=16, noise=0.3),
+    ],
+    "complementary": [
+        SyntheticModality("audio", 0.8, "fast", dim=16, noise=0.5),
+        SyntheticModality("visual", 0.9, "slow", dim=16, noise=0.3),
     ],
 }
 
@@ -201,9 +216,9 @@ def model(
 
 def method_callback(method: str, modalities: Sequence[str], options: dict[str, Any]) -> Callback | None:
     paths = {m: f"encoders.{m}" for m in modalities}
+    if method in PDMP_OPTIONS:
+        return pdmp_lightning.PDMPCallback(paths, **{**PDMP_OPTIONS[method], **options})
     factories: dict[str, Callable[..., Callback]] = {
-        "pdmp": pdmp_lightning.PDMPCallback,
-        "pdmp_heads": pdmp_lightning.PDMPCallback,
         "ogm_ge": pdmp_lightning.OGMGECallback,
         "opm": pdmp_lightning.OPMCallback,
         "agm": pdmp_lightning.AGMCallback,
@@ -266,6 +281,8 @@ def execute(run: Run) -> dict[str, Any]:
     }
     if run.converge:
         row["init_seed"] = run.init_seed
+    if isinstance(callback, pdmp_lightning.PDMPCallback) and callback.boost is not None:
+        row["boost_final"] = round(callback.boost.value, 4)
     if isinstance(callback, pdmp_lightning.PDMPCallback) and callback.probe_outcome is not None:
         row.update(
             probe_ranking=callback.ranking,

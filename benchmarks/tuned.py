@@ -24,11 +24,23 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.common import ALL_TASKS, METHODS, OPTIMIZERS, OUT, TASKS, Run, machine, mean_std, run_all, write_json
+from benchmarks.common import (
+    ALL_TASKS,
+    EXTRA_METHODS,
+    METHODS,
+    OPTIMIZERS,
+    OUT,
+    TASKS,
+    Run,
+    machine,
+    mean_std,
+    run_all,
+    write_json,
+)
 
 #: Learning rates per optimizer: SGD around the benchmarks' fixed 0.005, AdamW around its usual 1e-3.
 GRID: dict[str, tuple[float, ...]] = {"sgd": (0.002, 0.005, 0.02, 0.05), "adamw": (3e-4, 1e-3, 3e-3, 1e-2)}
-DEFAULT_METHODS = ("joint", "pdmp")
+DEFAULT_METHODS = ("joint", "pdmp", "pdmp_constant")
 
 
 def planned(tasks: Sequence[str], methods: Sequence[str], seeds: Sequence[int], optimizers: Sequence[str]) -> list[Run]:
@@ -142,7 +154,7 @@ def write_report(rows: list[dict[str, Any]], methods: Sequence[str], suffix: str
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=list(ALL_TASKS), default=list(TASKS))
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS))
+    parser.add_argument("--methods", nargs="+", choices=[*METHODS, *EXTRA_METHODS], default=list(DEFAULT_METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=list(GRID))
     parser.add_argument("--append", action="store_true", help="merge into tuned.json, replacing runs of the same key")

@@ -182,7 +182,9 @@ K = {"visual": 4.0, "audio": 0.5}
 
 
 def pdmp(**kwargs: Any) -> PDMPCallback:
-    """A PDMPCallback with the ranking given (visual first) and modulation from the first epoch."""
-    options: dict[str, Any] = dict(ranking=["visual", "audio"], gamma_p=K["visual"], gamma_r=K["audio"], start_epoch=0)
+    """A PDMPCallback with the ranking given (visual first), constant coefficients, modulation from the first epoch."""
+    options: dict[str, Any] = dict(
+        ranking=["visual", "audio"], gamma_p=K["visual"], gamma_r=K["audio"], start_epoch=0, adaptation="none"
+    )
     options.update(kwargs)
     return PDMPCallback(MODALITIES, **options)

@@ -129,7 +129,9 @@ def test_the_tuned_benchmark_selects_each_methods_rate_on_validation() -> None:
 
     options = tuned.parse(["--tasks", "slow8", "--seeds", "1", "--optimizers", "adamw"])
     runs = tuned.planned(options.tasks, options.methods, options.seeds, options.optimizers)
-    assert len(runs) == 4 * 2 and {(r.optimizer, r.lr) for r in runs} == {("adamw", lr) for lr in tuned.GRID["adamw"]}
+    assert len(runs) == 4 * len(tuned.DEFAULT_METHODS) and {(r.optimizer, r.lr) for r in runs} == {
+        ("adamw", lr) for lr in tuned.GRID["adamw"]
+    }
 
     def row(method: str, lr: float, val: float, test: float) -> dict[str, Any]:
         return {"task": "t", "method": method, "seed": 0, "optimizer": "sgd", "lr": lr, "best_val_accuracy": val,

@@ -27,6 +27,7 @@ class RankRecorder(pl.Callback):
             {
                 "ranking": callback.ranking,
                 "coefficients": callback.coefficients,
+                "boost": callback.state_dict()["boost"],
                 "scores": callback.probe_scores,
                 "first_train_loss": {m: c.train_losses[0] for m, c in outcome.curves.items()} if outcome else None,
                 "start_epoch": callback.start_epoch,
@@ -61,7 +62,8 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     run.fit(model)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["ranking"] == rank1["ranking"] and sorted(rank0["ranking"]) == ["audio", "visual"]
-    assert rank0["coefficients"] == rank1["coefficients"] == {rank0["ranking"][0]: 10.0, rank0["ranking"][1]: 1.0}
+    assert rank0["coefficients"] == rank1["coefficients"] and rank0["coefficients"][rank0["ranking"][1]] == 1.0
+    assert rank0["boost"] == rank1["boost"] and 1.0 <= rank0["coefficients"][rank0["ranking"][0]] <= 10.0
     assert rank0["scores"] == rank1["scores"] and rank0["doubts"] == rank1["doubts"]
     # Probe epochs are the per-rank loader's 8 batches of 16 on both ranks; validation samples are counted over
     # both ranks (64 each); every probe stops at the same pass, for the same reason, on both ranks.
@@ -130,6 +132,38 @@ def test_ddp_spawn_baselines_agree_across_ranks(tmp_path: Path, name: str) -> No
         assert any(value != 1.0 for step in rank0["history"] for value in step.values())
     for parameter, value in rank0["parameters"].items():
         assert torch.equal(rank1["parameters"][parameter], value), parameter
+
+
+@pytest.mark.parametrize(("adaptation", "lr"), [("hypergradient", 0.3), ("backoff", 1.0)])
+def test_ddp_spawn_adaptive_boost_is_identical_on_every_rank(tmp_path: Path, adaptation: str, lr: float) -> None:
+    torch.manual_seed(0)
+    # SGD rates at which the boosted encoder overshoots; each rank sees its own shard, its own losses.
+    model = WithValidation(
+        data=plateau_task(512), val_data=plateau_task(64, seed=1), batch_size=16, num_classes=4, lr=lr, shuffle=True
+    )
+    callback = PDMPCallback(
+        {"audio": "audio_encoder", "visual": "visual_encoder"},
+        ranking=["visual", "audio"],
+        start_epoch=0,
+        adaptation=adaptation,  # type: ignore[arg-type]
+    )
+    recorder = MultiplierRecorder(tmp_path, callback)
+    run = trainer(
+        callbacks=[recorder, callback],
+        strategy="ddp_spawn",
+        devices=2,
+        max_steps=-1,
+        max_epochs=3,
+        default_root_dir=tmp_path,
+        precision="32-true",
+    )
+    run.fit(model)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # 16 steps per rank and epoch, 48 in all: 4 updates of the boost, identical on both ranks.
+    assert len(rank0["history"]) == 48 and rank0["history"] == rank1["history"]
+    assert len({step["visual"] for step in rank0["history"]}) > 1
+    for name, value in rank0["parameters"].items():
+        assert torch.equal(rank1["parameters"][name], value), name
 
 
 def test_ddp_spawn_with_accumulation_and_an_uneven_last_batch(tmp_path: Path) -> None:

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.optim import Optimizer
 
 from pdmp_lightning.batch import BatchKey, check_batch_key
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
 from pdmp_lightning.errors import ProbeRankingWarning, config_error
 from pdmp_lightning.modality import ModalitySpecInput
+from pdmp_lightning.modulation.adaptation import ADAPTATIONS, Adaptation, Boost, build_boost
 from pdmp_lightning.modulation.coefficients import (
     COEFFICIENT_FORMULAS,
     CoefficientFormula,
@@ -54,11 +57,17 @@ class PDMPCallback(ModalityModulationCallback):
     encoder's by ``gamma_r``. PDMP *boosts* the dominant modality, where OGM-GE and similar balancing
     methods *suppress* the currently stronger one. Parameters in no modality (the fusion head, ...) are never touched.
 
+    By default the boost adapts (``adaptation="hypergradient"``): it starts at ``gamma_p`` and backs
+    off, down to what the other modalities get, while the dominant encoder's steps overshoot, which
+    they do when the base learning rate is already well tuned. ``adaptation="none"`` keeps the
+    paper's constant coefficients.
+
     Args:
         modalities: Modality name -> dotted submodule path(s) on the LightningModule
             (``{"audio": "audio_encoder", "visual": "backbones.visual"}``), or ``"re:<regex>"``
             patterns matched with ``re.search`` against ``named_parameters()`` names.
-        gamma_p: Gamma of the performance-dominant modality (the paper: around 10-15).
+        gamma_p: Gamma of the performance-dominant modality (the paper: around 10-15); with an
+            adaptive boost, the largest multiplier it may reach, and its first.
         gamma_r: Gamma of every other modality (<= 1 restrains them).
         ranking: Modalities best first, to skip the probes (e.g. ``["visual", "audio"]``).
         inputs: Modality -> batch key (dict batches) or index (tuple batches) of its input;
@@ -70,6 +79,11 @@ class PDMPCallback(ModalityModulationCallback):
         end_epoch: First epoch after the modulation window (exclusive); None: until the end.
         coefficient_formula: ``"constant"`` (k = gamma), ``"offset"`` (k = 1 + gamma) or
             ``"normalized"`` (k_m = M * gamma_m / sum of gammas).
+        adaptation: How the dominant modality's multiplier moves during training:
+            ``"hypergradient"`` (between the others' multiplier, at least 1, and ``gamma_p``, from
+            the cosine between the dominant encoder's gradient and its previous update: a copy of
+            that encoder's parameters), ``"backoff"`` (halved when the training loss rises) or
+            ``"none"`` (the paper's constant ``gamma_p``).
         mechanism: How the coefficients act: ``"auto"`` scales the update for Adam-family
             optimizers (where a gradient scale cancels out), ``p.grad`` under FSDP, and the gradient at
             each encoder's output otherwise; or force ``"activation"``, ``"parameter"``, ``"grad"``
@@ -101,6 +115,7 @@ class PDMPCallback(ModalityModulationCallback):
         start_epoch: NonNegativeInt | None = None,
         end_epoch: PositiveInt | None = None,
         coefficient_formula: CoefficientFormula = "constant",
+        adaptation: Adaptation = "hypergradient",
         mechanism: Mechanism = "auto",
         probes: ProbeSettings | None = None,
         log_every_n_steps: NonNegativeInt | None = None,
@@ -119,6 +134,16 @@ class PDMPCallback(ModalityModulationCallback):
         if coefficient_formula not in COEFFICIENT_FORMULAS:
             raise config_error("coefficient_formula", coefficient_formula, f"one of {list(COEFFICIENT_FORMULAS)}")
         self.coefficient_formula: CoefficientFormula = coefficient_formula
+        if adaptation not in ADAPTATIONS:
+            raise config_error(
+                "adaptation",
+                adaptation,
+                f"one of {list(ADAPTATIONS)}",
+                "'none' keeps the paper's constant gamma_p; 'hypergradient' (the default) lets it back off.",
+            )
+        self.adaptation: Adaptation = adaptation
+        #: The dominant modality's adaptive multiplier (None with ``adaptation="none"`` or until the ranking is known).
+        self.boost: Boost | None = None
         self.inputs = self._check_inputs(inputs)
         self.target = check_batch_key("target", target)
         self.probes = _probe_settings(probes)
@@ -160,6 +185,22 @@ class PDMPCallback(ModalityModulationCallback):
         """Modality -> multiplier applied during the modulation window (empty until the ranking is known)."""
         return dict(self.multipliers)
 
+    @property
+    def skip_probes_arguments(self) -> dict[str, Any]:
+        """The arguments that make a later run train like this one without probing: ``{"ranking": [...]}``.
+
+        ``gamma_p`` is added when the probes showed that no boost is needed (the dominant modality led
+        from their first validation pass), which a given ranking cannot tell.
+        """
+        arguments: dict[str, Any] = {"ranking": self.ranking}
+        boost = self.boost
+        if boost is not None and not boost.adapts and self.probe_outcome is not None:
+            arguments["gamma_p"] = boost.ceiling
+        return arguments
+
+    def _skip_hint(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.skip_probes_arguments.items())
+
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -168,6 +209,7 @@ class PDMPCallback(ModalityModulationCallback):
         if self._warmup_from_training:
             self.start_epoch = self._warmup_epochs(trainer)
         outcome = None
+        restored_boost = (self._restored or {}).get("boost")
         if self._given_ranking is not None:
             # An explicit ranking wins over anything a checkpoint holds.
             self._ranking, self._probe_scores, self._restored = self._given_ranking, None, None
@@ -180,6 +222,7 @@ class PDMPCallback(ModalityModulationCallback):
         else:
             outcome = self._probe(trainer, pl_module)
         self._set_coefficients()
+        self._restore_boost(restored_boost)
         self._publish(trainer, outcome)
         self._install_modulator(mechanism, pl_module)
         # The probes' cost is compared with the main training's measured epoch time once it is known.
@@ -189,6 +232,11 @@ class PDMPCallback(ModalityModulationCallback):
         super().on_train_epoch_start(trainer, pl_module)
         if self._epoch_timer is not None:
             self._epoch_timer.start()
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        super().on_before_backward(trainer, pl_module, loss)
+        if self.boost is not None and self.is_modulating:
+            self.boost.observe_loss(loss)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -228,6 +276,7 @@ class PDMPCallback(ModalityModulationCallback):
             "ranking": self.ranking,
             "probe_scores": self.probe_scores,
             "coefficients": self.coefficients,
+            "boost": None if self.boost is None else {**self.boost.state_dict(), "dominant": self.dominant},
             "fingerprint": self.fingerprint,
             "modalities": {m: s.as_strings() for m, s in self._specs.items()},
         }
@@ -272,7 +321,7 @@ class PDMPCallback(ModalityModulationCallback):
         outcome.cost.main_epoch_seconds = timer.epoch_seconds()
         if outcome.cost.main_epochs is None or self._ranking is None:
             return
-        rank_zero_info(f"PDMPCallback: {cost_message(outcome, self._ranking)}")
+        rank_zero_info(f"PDMPCallback: {cost_message(outcome, self._skip_hint())}")
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({"pdmp/probe_cost_share": float(outcome.cost.share or 0.0)}, step=0)
@@ -298,13 +347,73 @@ class PDMPCallback(ModalityModulationCallback):
         coefficients = priority_coefficients(self._ranking, self.gamma_p, self.gamma_r, self.coefficient_formula)
         self.multipliers.clear()
         self.multipliers.update(coefficients)
+        dominant, others = self._ranking[0], [k for m, k in coefficients.items() if m != self._ranking[0]]
+        # The boost never falls below plain joint training, nor below what the other modalities get.
+        floor = max([1.0, *others])
+        ceiling = coefficients[dominant]
+        outcome = self.probe_outcome
+        gated = self.adaptation != "none" and self.coefficient_formula == "constant"
+        if outcome is not None and gated and not outcome.trailed(dominant):
+            ceiling = min(ceiling, floor)  # joint training already follows the fastest modality
+        self.boost = build_boost(self.adaptation, ceiling, floor) if coefficients[dominant] > floor else None
+        if self.boost is not None:
+            self.multipliers[dominant] = self.boost.value
+
+    def _restore_boost(self, state: Mapping[str, Any] | None) -> None:
+        """Resumes the adaptive boost where the checkpoint left it (same rule, same dominant modality)."""
+        if (
+            self.boost is None
+            or not state
+            or state.get("name") != self.boost.name
+            or state.get("dominant") != self.dominant
+        ):
+            return
+        self.boost.load_state_dict(dict(state))  # the ceiling too: the probes that set it did not run again
+        self.multipliers[self._ranking[0]] = self.boost.value  # type: ignore[index]
+
+    def _activate(self, trainer: pl.Trainer) -> None:
+        super()._activate(trainer)
+        if self.boost is not None:
+            self.boost.reset()
+
+    def _before_step_modulation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+        boost, dominant = self.boost, self.dominant
+        if boost is None or not boost.adapts or dominant is None or not self.is_modulating or self._modulator is None:
+            return
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        parameters = [p for p in self._modulator.group_parameters[dominant] if id(p) in in_optimizer]
+        if not parameters:
+            return
+        reduce = None
+        if trainer.world_size > 1:
+
+            def reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
+                return trainer.strategy.reduce(tensor, reduce_op=op)
+
+        if boost.step(parameters, reduce):
+            self.multipliers[dominant] = boost.value
+
+    def _method_metrics(self) -> dict[str, float | torch.Tensor]:
+        if self.boost is None or self.boost.signal is None:
+            return {}
+        return {f"{self.log_prefix}/{self.boost.name}_signal": self.boost.signal}
 
     def _publish(self, trainer: pl.Trainer, outcome: ProbeOutcome | None) -> None:
         assert self._ranking is not None
         metric = self.probes.metric
-        table = format_table(self._ranking, self.multipliers, self._probe_scores, metric, outcome)
+        table = format_table(self._ranking, self.multipliers, self._probe_scores, metric, outcome, self._skip_hint())
         window = f"epochs {self.start_epoch}..{'end' if self.end_epoch is None else self.end_epoch - 1}"
-        rank_zero_info(f"PDMPCallback: dominant modality '{self.dominant}', modulating {window}\n{table}")
+        boost = self.boost
+        if boost is None:
+            adapts = ""
+        elif boost.adapts:
+            adapts = f"; its multiplier adapts ({boost.name}) between {boost.floor:g} and {boost.ceiling:g}"
+        else:
+            adapts = (
+                f"; no boost: '{self.dominant}' led every probe from the first validation pass, so joint training "
+                "already follows it (adaptation='none' keeps the paper's constant gamma_p)"
+            )
+        rank_zero_info(f"PDMPCallback: dominant modality '{self.dominant}', modulating {window}{adapts}\n{table}")
         self.report_path = self._report_path_given
         if self.report_path is None and trainer.loggers:
             log_dir = trainer.log_dir  # collective under DDP: every rank must ask
@@ -322,6 +431,7 @@ class PDMPCallback(ModalityModulationCallback):
             "gamma_p": self.gamma_p,
             "gamma_r": self.gamma_r,
             "coefficient_formula": self.coefficient_formula,
+            "adaptation": self.adaptation,
             "start_epoch": self.start_epoch,
             "end_epoch": self.end_epoch,
             "mechanism": self.mechanism,

@@ -175,6 +175,21 @@ class ProbeOutcome:
         doubts.extend(self._capped_while_climbing())
         return doubts
 
+    def trailed(self, modality: str) -> bool:
+        """Whether another probe was ahead of ``modality``'s by more than 2 standard errors at some validation pass.
+
+        Only the passes both probes ran are compared. A dominant modality that never trailed is learned
+        at least as fast as the others: joint training already follows it.
+        """
+        mine = self.curves[modality].scores
+        for other, curve in self.curves.items():
+            if other == modality:
+                continue
+            for own, theirs in zip(mine, curve.scores, strict=False):
+                if theirs - own > 2 * standard_error(own, theirs, self.val_samples):
+                    return True
+        return False
+
     def _capped_while_climbing(self) -> list[str]:
         doubts = []
         for modality, curve in sorted(self.curves.items()):

@@ -75,8 +75,12 @@ def format_table(
     scores: Mapping[str, float] | None,
     metric: str,
     outcome: ProbeOutcome | None = None,
+    skip: str | None = None,
 ) -> str:
-    """A plain-text table of the ranking, the probe scores, why each probe stopped, and the coefficients."""
+    """A plain-text table of the ranking, the probe scores, why each probe stopped, and the coefficients.
+
+    ``skip`` is the arguments that reproduce this training without the probes (default: the ranking).
+    """
     header = f"{'rank':<5} {'modality':<16} {'probe ' + metric:>16} {'epochs':>7} {'stopped':>8} {'coefficient':>12}"
     lines = [header, "-" * len(header)]
     for index, modality in enumerate(ranking):
@@ -92,13 +96,16 @@ def format_table(
         lines.append(
             f"probes: {cost.seconds:.2f} s (set-up {cost.setup_seconds:.2f} s, "
             f"validation {cost.validation_seconds:.2f} s)"
-            f"; skip them next time with ranking={list(ranking)!r}"
+            f"; skip them next time with {skip or f'ranking={list(ranking)!r}'}"
         )
     return "\n".join(lines)
 
 
-def cost_message(outcome: ProbeOutcome, ranking: Sequence[str]) -> str:
-    """One line on what the probes cost against the main training (its epoch time must be measured)."""
+def cost_message(outcome: ProbeOutcome, skip: str) -> str:
+    """One line on what the probes cost against the main training (its epoch time must be measured).
+
+    ``skip`` is the arguments that reproduce the training without the probes (``ranking=[...]``).
+    """
     cost = outcome.cost
     assert cost.share is not None and cost.main_epoch_seconds is not None and cost.main_epochs is not None
     message = (
@@ -109,6 +116,6 @@ def cost_message(outcome: ProbeOutcome, ranking: Sequence[str]) -> str:
     if cost.over_target:
         message += (
             f", more than the cost target of {cost.target:.0%}: settling the ranking takes this long whatever the main "
-            f"training's length. To skip the probes next time pass ranking={list(ranking)!r}"
+            f"training's length. To skip the probes next time pass {skip}"
         )
     return message + "."
