@@ -216,33 +216,38 @@ def outcome(curves: dict[str, list[float]], val_samples: int = 400) -> ProbeOutc
     )
 
 
-def test_trailed_compares_the_passes_both_probes_ran_beyond_noise() -> None:
-    slow_leader = outcome({"visual": [0.3, 0.6, 0.9], "audio": [0.55, 0.6]})
-    assert slow_leader.trailed("visual") and not slow_leader.trailed("audio")
-    fast_leader = outcome({"pix": [0.84, 0.95, 0.98], "mor": [0.50, 0.66, 0.70]})
-    assert not fast_leader.trailed("pix")
-    # 0.02 behind on 400 samples is within 2 standard errors (about 0.06): not a trail.
-    assert not outcome({"a": [0.80, 0.9], "b": [0.82, 0.85]}).trailed("a")
-    assert outcome({"a": [0.80, 0.9], "b": [0.82, 0.85]}, val_samples=40_000).trailed("a")
+def test_a_slow_starter_is_one_whose_probe_covered_clearly_less_of_its_way_at_the_first_pass() -> None:
+    # chance is 0.25: visual has gone (0.4 - 0.25) / (0.9 - 0.25) = 0.23 of its way, audio all of it.
+    slow_leader = outcome({"visual": [0.4, 0.7, 0.9], "audio": [0.55, 0.55]})
+    assert slow_leader.first_pass_progress() == pytest.approx({"visual": 0.15 / 0.65, "audio": 1.0})
+    assert slow_leader.slow_starter("visual") and not slow_leader.slow_starter("audio")
+    # Leading from the start (the UCI pixel view beside the morphological one): not a slow starter.
+    assert not outcome({"pix": [0.84, 0.95, 0.98], "mor": [0.50, 0.66, 0.70]}).slow_starter("pix")
+    # Behind by less than the margin (0.2) of progress: as fast, within what the benchmarks call noise.
+    close = outcome({"a": [0.75, 0.9], "b": [0.80, 0.85]})  # a: 0.77, b: 0.92
+    assert not close.slow_starter("a")
+    # A probe never above chance counts as learned at once.
+    assert outcome({"a": [0.25, 0.2], "b": [0.5, 0.9]}).first_pass_progress()["a"] == 1.0
 
 
-def test_no_boost_when_the_dominant_modality_leads_its_probe_race_from_the_start(
+def test_no_boost_when_the_dominant_modality_is_learned_as_fast_as_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # visual made linear and strong: it leads audio at every probe pass.
     data = plateau_task(480)
-    data.tensors["visual"][:, 4] = data.tensors["label"].float() * 2
+    data.tensors["visual"][:, 4:] = 0.0
+    data.tensors["visual"][torch.arange(480), 4 + data.tensors["label"]] = 3.0  # one-hot: learned in a few steps
     callback = PDMPCallback(MODALITIES, start_epoch=0, probes={"max_epochs": 2})
     history = MultiplierHistory(callback)
     model = WithValidation(data=data, val_data=data, batch_size=16, num_classes=4)
     with caplog.at_level("INFO"):
         trainer(callbacks=[history, callback], max_steps=5, max_epochs=-1).fit(model)
     assert callback.dominant == "visual" and callback.probe_outcome is not None
-    assert not callback.probe_outcome.trailed("visual")
+    assert not callback.probe_outcome.slow_starter("visual")
     assert callback.boost is not None and not callback.boost.adapts
     assert history.history == [{"visual": 1.0, "audio": 1.0}] * 5
     assert callback.skip_probes_arguments == {"ranking": ["visual", "audio"], "gamma_p": 1.0}
-    assert "no boost: 'visual' led every probe from the first validation pass" in caplog.text
+    assert "no boost: its probe learned as fast as the others (share of the way to its best" in caplog.text
     assert "skip them next time with ranking=['visual', 'audio'], gamma_p=1.0" in caplog.text
 
     constant = PDMPCallback(MODALITIES, start_epoch=0, probes={"max_epochs": 2}, adaptation="none")

@@ -353,11 +353,20 @@ class PDMPCallback(ModalityModulationCallback):
         ceiling = coefficients[dominant]
         outcome = self.probe_outcome
         gated = self.adaptation != "none" and self.coefficient_formula == "constant"
-        if outcome is not None and gated and not outcome.trailed(dominant):
+        if outcome is not None and gated and not outcome.slow_starter(dominant):
             ceiling = min(ceiling, floor)  # joint training already follows the fastest modality
         self.boost = build_boost(self.adaptation, ceiling, floor) if coefficients[dominant] > floor else None
         if self.boost is not None:
             self.multipliers[dominant] = self.boost.value
+
+    def _progress_text(self) -> str:
+        outcome = self.probe_outcome
+        if outcome is None:
+            return "no probes"
+        progress = outcome.first_pass_progress()
+        return "share of the way to its best at the first pass: " + ", ".join(
+            f"{m} {progress[m]:.2f}" for m in self._ranking or progress
+        )
 
     def _restore_boost(self, state: Mapping[str, Any] | None) -> None:
         """Resumes the adaptive boost where the checkpoint left it (same rule, same dominant modality)."""
@@ -408,10 +417,12 @@ class PDMPCallback(ModalityModulationCallback):
             adapts = ""
         elif boost.adapts:
             adapts = f"; its multiplier adapts ({boost.name}) between {boost.floor:g} and {boost.ceiling:g}"
+            if self.probe_outcome is not None:
+                adapts += f" (a slow starter: {self._progress_text()})"
         else:
             adapts = (
-                f"; no boost: '{self.dominant}' led every probe from the first validation pass, so joint training "
-                "already follows it (adaptation='none' keeps the paper's constant gamma_p)"
+                f"; no boost: its probe learned as fast as the others ({self._progress_text()}), so joint "
+                "training does not leave it behind (adaptation='none' keeps the paper's constant gamma_p)"
             )
         rank_zero_info(f"PDMPCallback: dominant modality '{self.dominant}', modulating {window}{adapts}\n{table}")
         self.report_path = self._report_path_given
@@ -440,6 +451,8 @@ class PDMPCallback(ModalityModulationCallback):
             "fingerprint": self.fingerprint,
         }
         report = probe_report(outcome, self._ranking, self.multipliers, self.probes.metric, config)
+        if self.boost is not None:
+            report["boost"] = self.boost.state_dict()
         if outcome is None and self._probe_scores is not None:
             report.update(source="checkpoint", scores=self._probe_scores)
         write_json_atomically(self.report_path, report)

@@ -38,6 +38,7 @@ def probe_report(
             epoch_batches=outcome.epoch_batches,
             val_samples=outcome.val_samples,
             doubts=outcome.doubts(),
+            first_pass_progress={m: round(v, 4) for m, v in outcome.first_pass_progress().items()},
             validation=outcome.val_source,
             folded=outcome.folded,
             curves={
