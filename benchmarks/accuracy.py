@@ -51,19 +51,26 @@ def best_single(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "method": "best_single", "modality": row["method"].split(":", 1)[1]} for row in chosen.values()]
 
 
+def present(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns that have rows, in ``COLUMNS`` order."""
+    methods = {row["method"] for row in rows}
+    return [m for m in COLUMNS if m in methods]
+
+
 def table(rows: list[dict[str, Any]], metric: str) -> list[str]:
     by_cell: dict[tuple[str, str], list[float]] = defaultdict(list)
     for row in rows:
         by_cell[(row["task"], row["method"])].append(row[metric])
+    columns = present(rows)
     lines = [
-        "| task | imbalanced | " + " | ".join(COLUMNS) + " |",
-        "|---|---|" + "---|" * len(COLUMNS),
+        "| task | imbalanced | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
     for task in dict.fromkeys(row["task"] for row in rows):
         cells = []
-        means = {m: mean_std(by_cell[(task, m)])[0] for m in COLUMNS}
+        means = {m: mean_std(by_cell[(task, m)])[0] for m in columns}
         best = max((v for v in means.values() if v == v), default=None)
-        for method in COLUMNS:
+        for method in columns:
             mean, std = mean_std(by_cell[(task, method)])
             text = f"{100 * mean:.2f} ± {100 * std:.2f}" if mean == mean else "-"
             cells.append(f"**{text}**" if mean == best else text)
@@ -76,18 +83,19 @@ def plot(rows: list[dict[str, Any]]) -> None:
     figure = Figure(figsize=(max(8, 2 * len(tasks)), 4), layout="constrained")
     FigureCanvasAgg(figure)
     axis = figure.subplots()
-    width = 0.8 / len(COLUMNS)
-    for index, method in enumerate(COLUMNS):
+    columns = present(rows)
+    width = 0.8 / len(columns)
+    for index, method in enumerate(columns):
         stats = [
             mean_std([r["test_accuracy"] for r in rows if r["task"] == t and r["method"] == method]) for t in tasks
         ]
-        positions = [t + (index - len(COLUMNS) / 2) * width + width / 2 for t in range(len(tasks))]
+        positions = [t + (index - len(columns) / 2) * width + width / 2 for t in range(len(tasks))]
         axis.bar(positions, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=method, capsize=2)
     axis.set_xticks(range(len(tasks)), tasks, rotation=15)
     axis.set(ylabel="test accuracy", title="Test accuracy (mean ± std over seeds)")
     low = min(r["test_accuracy"] for r in rows)
     axis.set_ylim(max(0.0, low - 0.05), 1.0)
-    axis.legend(ncol=len(COLUMNS), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    axis.legend(ncol=len(columns), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     figure.savefig(OUT / "accuracy.png", dpi=110)
 
 
