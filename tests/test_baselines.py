@@ -206,6 +206,16 @@ def test_agm_coefficient_moves_in_the_right_direction() -> None:
     assert agm_coefficients({"a": -100.0}, {"a": 100.0}, alpha=1.0) == {"a": pytest.approx(math.exp(10.0))}
 
 
+def test_agm_diverged_scores_give_an_infinite_ratio_not_an_overflow_error() -> None:
+    # A learning rate far too high: one modality's cross-entropy runs away (as happened at SGD 0.05 on mfeat_all).
+    ratios = agm_ratios({"audio": 1.0, "visual": 2000.0})
+    assert ratios == {"audio": math.inf, "visual": 0.0}
+    assert agm_coefficients(ratios, {"audio": 1.0, "visual": 1.0}, alpha=1.5) == {
+        "audio": 0.0,
+        "visual": pytest.approx(math.exp(1.5)),
+    }
+
+
 def test_agm_running_averages_update_after_the_coefficients() -> None:
     agm = AGMCallback(MODALITIES, alpha=1.0)
     assert agm.step({"audio": 1.0, "visual": 1.0}) == {"audio": 1.0, "visual": 1.0}

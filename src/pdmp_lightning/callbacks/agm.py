@@ -64,8 +64,20 @@ def agm_ratios(scores: Mapping[str, float]) -> dict[str, float]:
     ratios = {}
     for modality, score in scores.items():
         others = [s for m, s in scores.items() if m != modality]
-        ratios[modality] = math.exp(sum(others) / len(others) - score)
+        ratios[modality] = exp_or_inf(sum(others) / len(others) - score)
     return ratios
+
+
+def exp_or_inf(value: float) -> float:
+    """``exp(value)``, ``inf`` where it overflows (as the official code's tensors do) instead of raising.
+
+    Diverging scores (a learning rate far too high) drive the ratio past float range; an infinite
+    ratio gives that modality a coefficient of 0 in :func:`agm_coefficients`.
+    """
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
 
 
 def agm_coefficients(ratios: Mapping[str, float], averages: Mapping[str, float], alpha: float) -> dict[str, float]:
