@@ -33,6 +33,9 @@ MODALITIES = {"audio": "encoders.audio", "visual": "encoders.visual"}
 METHODS: dict[str, Any] = {
     "plain": None,
     "pdmp": lambda: pdmp_lightning.PDMPCallback(MODALITIES, ranking=["visual", "audio"], start_epoch=0),
+    "pdmp_constant": lambda: pdmp_lightning.PDMPCallback(
+        MODALITIES, ranking=["visual", "audio"], start_epoch=0, adaptation="none"
+    ),
     "pdmp_parameter": lambda: pdmp_lightning.PDMPCallback(
         MODALITIES, ranking=["visual", "audio"], start_epoch=0, mechanism="parameter"
     ),
