@@ -192,13 +192,26 @@ def plot(rows: list[dict[str, Any]], methods: Sequence[str]) -> None:
                     if mine:
                         points.append((lr, mean_std(mine)[0]))
                 if points:
-                    axis.plot(*zip(*points, strict=True), marker="o", label=method)
+                    axis.plot(
+                        *zip(*points, strict=True), marker="o", label=method, **STYLES.get(method, BASELINE_STYLE)
+                    )
             axis.set(title=f"{task}, {optimizer}", xscale="log", xlabel="learning rate", ylabel="test accuracy")
             axis.set_xticks(GRID[optimizer], [f"{lr:g}" for lr in GRID[optimizer]])
             axis.minorticks_off()
             axis.grid(alpha=0.3)
-            axis.legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 4), fontsize=9)
     figure.savefig(OUT / "tuned.png", dpi=100)
+
+
+#: Joint training and PDMP drawn bold; the PDMP variants and the baselines thinner.
+STYLES: dict[str, dict[str, Any]] = {
+    "joint": {"color": "black", "linewidth": 2.2},
+    "pdmp": {"color": "tab:green", "linewidth": 2.2},
+    "pdmp_constant": {"color": "tab:orange", "linewidth": 1.5, "linestyle": "--"},
+    "pdmp_backoff": {"color": "tab:olive", "linewidth": 1.2, "linestyle": ":"},
+}
+BASELINE_STYLE: dict[str, Any] = {"linewidth": 1.0, "alpha": 0.6, "markersize": 3}
 
 
 def write_report(rows: list[dict[str, Any]], methods: Sequence[str], suffix: str = "") -> None:
