@@ -370,15 +370,13 @@ class PDMPCallback(ModalityModulationCallback):
 
     def _restore_boost(self, state: Mapping[str, Any] | None) -> None:
         """Resumes the adaptive boost where the checkpoint left it (same rule, same dominant modality)."""
-        if (
-            self.boost is None
-            or not state
-            or state.get("name") != self.boost.name
-            or state.get("dominant") != self.dominant
-        ):
+        dominant = self.dominant
+        if self.boost is None or dominant is None or not state:
+            return
+        if state.get("name") != self.boost.name or state.get("dominant") != dominant:
             return
         self.boost.load_state_dict(dict(state))  # the ceiling too: the probes that set it did not run again
-        self.multipliers[self._ranking[0]] = self.boost.value  # type: ignore[index]
+        self.multipliers[dominant] = self.boost.value
 
     def _activate(self, trainer: pl.Trainer) -> None:
         super()._activate(trainer)
