@@ -262,3 +262,25 @@ def test_an_unknown_adaptation_is_refused_naming_the_choices() -> None:
         PDMPConfigurationError, match=r"`adaptation`: got 'adaptive'; expected one of \['hypergradient'"
     ):
         PDMPCallback(MODALITIES, adaptation="adaptive")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("adaptation", "lr"), [("hypergradient", 0.3), ("backoff", 1.0)])
+def test_the_boost_counts_optimizer_steps_under_accumulation_and_bf16(adaptation: str, lr: float) -> None:
+    callback = PDMPCallback(MODALITIES, adaptation=adaptation, **RANKED)  # type: ignore[arg-type]
+    # Resumed mid-range, so that every update moves the multiplier whichever way the rule points.
+    callback.load_state_dict({"boost": {"name": adaptation, "value": 3.0, "dominant": "visual"}})
+    history = MultiplierHistory(callback)
+    run = trainer(
+        callbacks=[history, callback],
+        max_steps=25,
+        max_epochs=-1,
+        accumulate_grad_batches=2,
+        precision="bf16-mixed",
+    )
+    run.fit(learnable_model("sgd", lr))  # rates at which the boosted encoder overshoots
+    # 25 optimizer steps of 2 micro-batches: the rule saw 25 steps (2 updates), not 50 backward passes.
+    assert len(history.history) == 25 and run.global_step == 25 and history.history[0]["visual"] == 3.0
+    assert callback.boost is not None and callback.boost.signal is not None
+    assert all(math.isfinite(step["visual"]) and 1.0 <= step["visual"] <= 10.0 for step in history.history)
+    changes = [i for i in range(1, 25) if history.history[i]["visual"] != history.history[i - 1]["visual"]]
+    assert changes and all(i % 10 == (0 if adaptation == "backoff" else 1) for i in changes)
