@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from pdmp_lightning import PDMPCallback, PDMPConfigurationError
+from pdmp_lightning.modulation import adaptation
 from pdmp_lightning.modulation.adaptation import HypergradientBoost, LossBackoff
 from pdmp_lightning.probing.outcome import ProbeCost, ProbeCurve, ProbeOutcome
 from tests.helpers import MODALITIES, TwoModalityModel, WithValidation, moves, plateau_task, trainer
@@ -284,3 +285,26 @@ def test_the_boost_counts_optimizer_steps_under_accumulation_and_bf16(adaptation
     assert all(math.isfinite(step["visual"]) and 1.0 <= step["visual"] <= 10.0 for step in history.history)
     changes = [i for i in range(1, 25) if history.history[i]["visual"] != history.history[i - 1]["visual"]]
     assert changes and all(i % 10 == (0 if adaptation == "backoff" else 1) for i in changes)
+
+
+def test_a_large_encoder_is_watched_on_a_strided_sample_close_to_the_full_cosine() -> None:
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.nn.Parameter(torch.randn(600, 500, generator=generator, dtype=torch.float64))  # 300,000 elements
+    boost = HypergradientBoost(ceiling=10.0, floor=1.0, rate=1.0, interval=1)
+    boost.value = 3.0
+    weight.grad = torch.zeros_like(weight)
+    boost.step([weight], reduce=None)  # the snapshot
+    stride = 300_000 // adaptation.MAX_WATCHED_ELEMENTS
+    assert sum(t.numel() for t in boost._previous or []) == len(range(0, 300_000, stride))
+    move = torch.randn(600, 500, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        weight.add_(move)
+    # A gradient that agrees with the move by a cosine of about -0.1 (the previous step overshot a little).
+    noise = torch.randn(600, 500, generator=generator, dtype=torch.float64)
+    weight.grad = 0.1 * noise.norm() * move / move.norm() + noise
+    boost.step([weight], reduce=None)
+    full = float(-(weight.grad.flatten() @ move.flatten()) / (weight.grad.norm() * move.norm()))
+    sampled_grad, sampled_move = weight.grad.flatten()[::stride], move.flatten()[::stride]
+    sampled = float(-(sampled_grad @ sampled_move) / (sampled_grad.norm() * sampled_move.norm()))
+    assert boost.signal == pytest.approx(sampled, rel=1e-9) and abs(sampled - full) < 0.01
+    assert boost.value == pytest.approx(3.0 * math.exp(sampled), rel=1e-9)
