@@ -69,32 +69,45 @@ def selected(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def by_rate(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[float]]:
+    """(task, optimizer, lr, method) -> the test accuracies of its seeds: one cell of the grid."""
+    cells: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    for row in rows:
+        cells[(row["task"], row["optimizer"], row["lr"], row["method"])].append(row["test_accuracy"])
+    return cells
+
+
+def by_tuned_rate(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """(task, optimizer, method) -> the run selected on validation for each seed, in seed order."""
+    runs: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in sorted(selected(rows), key=lambda r: r["seed"]):
+        runs[(row["task"], row["optimizer"], row["method"])].append(row)
+    return runs
+
+
+def _cell(values: Sequence[float]) -> str:
+    mean, std = mean_std(values)
+    return "-" if math.isnan(mean) else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
 def table(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[str]:
     """Test accuracy at each method's selected rate, mean ± std over seeds, with the rates chosen."""
-    chosen = selected(rows)
+    tuned = by_tuned_rate(rows)
     lines = [
         "| task | optimizer | " + " | ".join(methods) + " | rates chosen (" + ", ".join(methods) + ") |",
         "|---|---|" + "---|" * len(methods) + "---|",
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
         for optimizer in GRID:
-            cells, rates = [], []
-            for method in methods:
-                mine = [r for r in chosen if (r["task"], r["optimizer"], r["method"]) == (task, optimizer, method)]
-                mean, std = mean_std([r["test_accuracy"] for r in mine])
-                cells.append("-" if math.isnan(mean) else f"{100 * mean:.2f} ± {100 * std:.2f}")
-                rates.append("/".join(f"{r['lr']:g}" for r in sorted(mine, key=lambda r: r["seed"])) or "-")
+            runs = [tuned.get((task, optimizer, method), []) for method in methods]
+            cells = [_cell([r["test_accuracy"] for r in mine]) for mine in runs]
+            rates = ["/".join(f"{r['lr']:g}" for r in mine) or "-" for mine in runs]
             if any(cell != "-" for cell in cells):
                 lines.append(f"| {task} | {optimizer} | " + " | ".join(cells) + " | " + "; ".join(rates) + " |")
     return lines
 
 
 BASELINES = ("ogm_ge", "opm", "agm", "mmpareto")
-
-
-def _cell(values: Sequence[float]) -> str:
-    mean, std = mean_std(values)
-    return "-" if math.isnan(mean) else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def _difference(first: Sequence[float], second: Sequence[float]) -> tuple[float, float]:
@@ -110,7 +123,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     "worst rate" is the grid rate where PDMP (defaults) is furthest below joint training, in points
     and in standard errors of the difference over seeds.
     """
-    chosen = selected(rows)
+    runs, cells = by_tuned_rate(rows), by_rate(rows)
     lines = [
         "| task | optimizer | joint | PDMP (defaults) | PDMP (paper constants) | best baseline | PDMP - joint | "
         "worst rate: PDMP - joint |",
@@ -118,31 +131,20 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
         for optimizer in GRID:
-
-            def tuned(method: str, task: str = task, optimizer: str = optimizer) -> list[float]:
-                return [
-                    r["test_accuracy"]
-                    for r in chosen
-                    if (r["task"], r["optimizer"], r["method"]) == (task, optimizer, method)
-                ]
-
-            joint, pdmp = tuned("joint"), tuned("pdmp")
+            tuned = {
+                m: [r["test_accuracy"] for r in mine] for (t, o, m), mine in runs.items() if (t, o) == (task, optimizer)
+            }
+            joint, pdmp = tuned.get("joint"), tuned.get("pdmp")
             if not joint or not pdmp:
                 continue
-            baselines = {b: tuned(b) for b in BASELINES if tuned(b)}
-            best = max(baselines, key=lambda b: mean_std(baselines[b])[0]) if baselines else None
+            baselines = [b for b in BASELINES if b in tuned]
+            best = max(baselines, key=lambda b: mean_std(tuned[b])[0]) if baselines else None
             gain, error = _difference(pdmp, joint)
             worst: tuple[float, float, float] | None = None
             for lr in GRID[optimizer]:
-
-                def at(method: str, lr: float = lr, task: str = task, optimizer: str = optimizer) -> list[float]:
-                    cell = (task, optimizer, lr, method)
-                    return [
-                        r["test_accuracy"] for r in rows if (r["task"], r["optimizer"], r["lr"], r["method"]) == cell
-                    ]
-
-                if at("pdmp") and at("joint"):
-                    delta, delta_error = _difference(at("pdmp"), at("joint"))
+                at_pdmp, at_joint = cells.get((task, optimizer, lr, "pdmp")), cells.get((task, optimizer, lr, "joint"))
+                if at_pdmp and at_joint:
+                    delta, delta_error = _difference(at_pdmp, at_joint)
                     if worst is None or delta < worst[1]:
                         worst = (lr, delta, delta_error)
             worst_text = (
@@ -150,9 +152,9 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
                 if worst is None
                 else (f"{worst[0]:g}: {100 * worst[1]:+.2f} ({worst[1] / worst[2] if worst[2] else 0:+.1f} SE)")
             )
-            best_text = "-" if best is None else f"{best} {_cell(baselines[best])}"
+            best_text = "-" if best is None else f"{best} {_cell(tuned[best])}"
             lines.append(
-                f"| {task} | {optimizer} | {_cell(joint)} | {_cell(pdmp)} | {_cell(tuned('pdmp_constant'))} | "
+                f"| {task} | {optimizer} | {_cell(joint)} | {_cell(pdmp)} | {_cell(tuned.get('pdmp_constant', []))} | "
                 f"{best_text} | {100 * gain:+.2f} ± {100 * error:.2f} | {worst_text} |"
             )
     return lines
@@ -160,9 +162,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
 
 def grid_table(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[str]:
     """Mean test accuracy at every rate of the grid."""
-    cells: dict[tuple[Any, ...], list[float]] = defaultdict(list)
-    for row in rows:
-        cells[(row["task"], row["optimizer"], row["lr"], row["method"])].append(row["test_accuracy"])
+    cells = by_rate(rows)
     lines = ["| task | optimizer | lr | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
     for task, optimizer, lr in sorted({k[:3] for k in cells}, key=lambda k: (list(ALL_TASKS).index(k[0]), k[1], k[2])):
         values = [mean_std(cells.get((task, optimizer, lr, m), []))[0] for m in methods]
@@ -176,21 +176,18 @@ def grid_table(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[str]:
 
 def plot(rows: list[dict[str, Any]], methods: Sequence[str]) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
+    cells = by_rate(rows)
     figure = Figure(figsize=(4.5 * len(GRID), 3.2 * len(tasks)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(tasks), len(GRID), squeeze=False)
     for row_axes, task in zip(axes, tasks, strict=True):
         for axis, optimizer in zip(row_axes, GRID, strict=True):
             for method in methods:
-                points = []
-                for lr in GRID[optimizer]:
-                    mine = [
-                        r["test_accuracy"]
-                        for r in rows
-                        if (r["task"], r["optimizer"], r["lr"], r["method"]) == (task, optimizer, lr, method)
-                    ]
-                    if mine:
-                        points.append((lr, mean_std(mine)[0]))
+                points = [
+                    (lr, mean_std(cells[(task, optimizer, lr, method)])[0])
+                    for lr in GRID[optimizer]
+                    if (task, optimizer, lr, method) in cells
+                ]
                 if points:
                     axis.plot(
                         *zip(*points, strict=True), marker="o", label=method, **STYLES.get(method, BASELINE_STYLE)
