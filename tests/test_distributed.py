@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import pytest
@@ -40,6 +41,18 @@ class RankRecorder(pl.Callback):
         )
 
 
+def two_process_trainer(tmp_path: Path, callbacks: list[pl.Callback], **overrides: Any) -> pl.Trainer:
+    """Two CPU processes (``ddp_spawn``, gloo) in float32, training by epochs, logs under ``tmp_path``."""
+    options: dict[str, Any] = dict(strategy="ddp_spawn", devices=2, max_steps=-1, precision="32-true")
+    return trainer(callbacks=callbacks, default_root_dir=tmp_path, **{**options, **overrides})
+
+
+def saved_by_each_rank(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``RankRecorder`` or ``MultiplierRecorder`` saved on rank 0 and on rank 1."""
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    return rank0, rank1
+
+
 @pytest.mark.parametrize("mechanism", ["activation", "update"])
 def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     torch.manual_seed(0)
@@ -50,17 +63,9 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
         mechanism=mechanism,
         report_path=str(tmp_path / "report.json"),
     )
-    run = trainer(
-        callbacks=[callback, RankRecorder(tmp_path)],
-        strategy="ddp_spawn",
-        devices=2,
-        max_steps=-1,
-        max_epochs=1,
-        default_root_dir=tmp_path,
-        precision="32-true",
-    )
+    run = two_process_trainer(tmp_path, [callback, RankRecorder(tmp_path)], max_epochs=1)
     run.fit(model)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = saved_by_each_rank(tmp_path)
     assert rank0["ranking"] == rank1["ranking"] and sorted(rank0["ranking"]) == ["audio", "visual"]
     assert rank0["coefficients"] == rank1["coefficients"] and rank0["coefficients"][rank0["ranking"][1]] == 1.0
     assert rank0["boost"] == rank1["boost"] and 1.0 <= rank0["coefficients"][rank0["ranking"][0]] <= 10.0
@@ -114,19 +119,10 @@ def test_ddp_spawn_baselines_agree_across_ranks(tmp_path: Path, name: str) -> No
     )
     callback = BASELINES[name]({"audio": "encoders.audio", "visual": "encoders.visual"})
     recorder = MultiplierRecorder(tmp_path, callback)
-    run = trainer(
-        callbacks=[callback, recorder],
-        strategy="ddp_spawn",
-        devices=2,
-        max_steps=-1,
-        max_epochs=1,
-        accumulate_grad_batches=2,
-        default_root_dir=tmp_path,
-        precision="32-true",
-    )
+    run = two_process_trainer(tmp_path, [callback, recorder], max_epochs=1, accumulate_grad_batches=2)
     # 300 samples: 210 train, 105 per rank, batches of 16 -> the 7th holds 9; 2 micro-batches per step.
     run.fit(model, datamodule=SyntheticMultimodalDataModule(num_samples=300, batch_size=16))
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = saved_by_each_rank(tmp_path)
     assert len(rank0["history"]) == 4 and rank0["history"] == rank1["history"]
     if name in ("ogm_ge", "agm"):
         assert any(value != 1.0 for step in rank0["history"] for value in step.values())
@@ -148,17 +144,9 @@ def test_ddp_spawn_adaptive_boost_is_identical_on_every_rank(tmp_path: Path, ada
         adaptation=adaptation,  # type: ignore[arg-type]
     )
     recorder = MultiplierRecorder(tmp_path, callback)
-    run = trainer(
-        callbacks=[recorder, callback],
-        strategy="ddp_spawn",
-        devices=2,
-        max_steps=-1,
-        max_epochs=3,
-        default_root_dir=tmp_path,
-        precision="32-true",
-    )
+    run = two_process_trainer(tmp_path, [recorder, callback], max_epochs=3)
     run.fit(model)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = saved_by_each_rank(tmp_path)
     # 16 steps per rank and epoch, 48 in all: 4 updates of the boost, identical on both ranks.
     assert len(rank0["history"]) == 48 and rank0["history"] == rank1["history"]
     assert len({step["visual"] for step in rank0["history"]}) > 1
@@ -173,18 +161,9 @@ def test_ddp_spawn_with_accumulation_and_an_uneven_last_batch(tmp_path: Path) ->
     callback = PDMPCallback(
         {"audio": "audio_encoder", "visual": "visual_encoder"}, start_epoch=0, probes=ProbeSettings(max_epochs=2)
     )
-    run = trainer(
-        callbacks=[callback, RankRecorder(tmp_path)],
-        strategy="ddp_spawn",
-        devices=2,
-        max_steps=-1,
-        max_epochs=2,
-        accumulate_grad_batches=3,
-        default_root_dir=tmp_path,
-        precision="32-true",
-    )
+    run = two_process_trainer(tmp_path, [callback, RankRecorder(tmp_path)], max_epochs=2, accumulate_grad_batches=3)
     run.fit(model)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = saved_by_each_rank(tmp_path)
     assert rank0["ranking"] == rank1["ranking"] and rank0["coefficients"] == rank1["coefficients"]
     # 8 batches per rank and probe epoch, the last holding 13; validation counted over both ranks.
     assert rank0["probe_sizes"] == rank1["probe_sizes"] == (8, 64)
