@@ -82,8 +82,10 @@ class PDMPCallback(ModalityModulationCallback):
         adaptation: How the dominant modality's multiplier moves during training:
             ``"hypergradient"`` (between the others' multiplier, at least 1, and ``gamma_p``, from
             the cosine between the dominant encoder's gradient and its previous update: a copy of
-            that encoder's parameters), ``"backoff"`` (halved when the training loss rises) or
-            ``"none"`` (the paper's constant ``gamma_p``).
+            that encoder's parameters, or of a strided sample of 65,536 of them), ``"backoff"``
+            (halved when the training loss rises) or ``"none"`` (the paper's constant ``gamma_p``).
+            Both adaptive modes do not boost a dominant modality the probes found learned as fast
+            as the others.
         mechanism: How the coefficients act: ``"auto"`` scales the update for Adam-family
             optimizers (where a gradient scale cancels out), ``p.grad`` under FSDP, and the gradient at
             each encoder's output otherwise; or force ``"activation"``, ``"parameter"``, ``"grad"``
@@ -189,8 +191,8 @@ class PDMPCallback(ModalityModulationCallback):
     def skip_probes_arguments(self) -> dict[str, Any]:
         """The arguments that make a later run train like this one without probing: ``{"ranking": [...]}``.
 
-        ``gamma_p`` is added when the probes showed that no boost is needed (the dominant modality led
-        from their first validation pass), which a given ranking cannot tell.
+        ``gamma_p`` is added when the probes showed that no boost is needed (the dominant modality is
+        not a slow starter, see :meth:`ProbeOutcome.slow_starter`), which a given ranking cannot tell.
         """
         arguments: dict[str, Any] = {"ranking": self.ranking}
         boost = self.boost
