@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,8 @@ import torch
 from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPCallback, ProbeSettings
 from pdmp_lightning.data import SyntheticMultimodalDataModule
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
-from tests.helpers import WithValidation, plateau_task, trainer
+from tests.helpers import WithValidation, pdmp, plateau_task, trainer
+from tests.test_update_mechanism import GroupedModel
 
 
 class RankRecorder(pl.Callback):
@@ -170,3 +174,58 @@ def test_ddp_spawn_with_accumulation_and_an_uneven_last_batch(tmp_path: Path) ->
     assert rank0["probe_curves"] == rank1["probe_curves"]
     for name, value in rank0["parameters"].items():
         assert torch.equal(rank1["parameters"][name], value), name
+
+
+class ParameterSaver(pl.Callback):
+    """Saves each rank's full parameters (gathered from their shards under FSDP2) at the end of training."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        full = {
+            n: getattr(p, "full_tensor", p.detach)().detach().cpu().clone() for n, p in pl_module.named_parameters()
+        }
+        torch.save({"parameters": full}, self.directory / f"rank{trainer.global_rank}.pt")
+
+
+def update_runs(tmp_path: Path, model: GroupedModel, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parameters after the update mechanism, and after per-modality rates, on two processes; ranks agree."""
+    results = []
+    for name, per_modality in (("modulated", False), ("reference", True)):
+        directory = tmp_path / name
+        directory.mkdir()
+        copy_ = copy.deepcopy(model)
+        copy_.per_modality = per_modality
+        callbacks = [ParameterSaver(directory)] + ([] if per_modality else [pdmp(mechanism="update")])
+        options: dict[str, Any] = dict(max_steps=4, default_root_dir=directory, **overrides)
+        trainer(callbacks=callbacks, devices=2, precision="32-true", **options).fit(copy_)
+        rank0, rank1 = saved_by_each_rank(directory)
+        for parameter, value in rank0["parameters"].items():
+            assert torch.equal(rank1["parameters"][parameter], value), parameter
+        results.append(rank0["parameters"])
+    return results[0], results[1]
+
+
+def test_ddp_spawn_update_equals_per_modality_learning_rates(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = GroupedModel(optimizer="adamw_decay", scheduler="exponential", batch_size=4)
+    modulated, reference = update_runs(tmp_path, model, strategy="ddp_spawn", accumulate_grad_batches=2)
+    for name, value in modulated.items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_fsdp2_update_equals_per_modality_learning_rates(tmp_path: Path) -> None:
+    # ModelParallelStrategy launches its second process by running the script again: a script, not pytest.
+    for mode in ("modulated", "reference"):
+        command = [sys.executable, "-m", "tests.fsdp2_run", mode, str(tmp_path / mode)]
+        subprocess.run(command, check=True, timeout=300, cwd=Path(__file__).parents[1])
+    results = []
+    for mode in ("modulated", "reference"):
+        rank0, rank1 = saved_by_each_rank(tmp_path / mode)
+        for parameter, value in rank0["parameters"].items():
+            assert torch.equal(rank1["parameters"][parameter], value), parameter
+        results.append(rank0["parameters"])
+    modulated, reference = results
+    for name, value in modulated.items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-6, atol=1e-7, msg=name)

@@ -166,7 +166,9 @@ class ModalityModulationCallback(Callback):
         )
         if interval and trainer.global_step % interval == 0 and self._modulator is not None:
             metrics = self._step_metrics()
-            self._warn_if_not_finite(trainer, metrics)
+            if getattr(trainer.precision_plugin, "scaler", None) is None:
+                # With a loss scaler, non-finite gradients are expected now and then: it skips those steps.
+                self._warn_if_not_finite(trainer, metrics)
             pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -133,10 +133,9 @@ class OGMGECallback(BalancingCallback):
 
     def _modality_parameters(self, optimizer: Optimizer) -> dict[str, list[torch.nn.Parameter]]:
         assert self._modulator is not None
-        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         return {
-            m: [p for p in params if p.grad is not None and id(p) in in_optimizer]
-            for m, params in self._modulator.group_parameters.items()
+            m: [p for p in params if p.grad is not None]
+            for m, params in self._modulator.parameters_in(optimizer).items()
         }
 
     def _noised_parameters(self, optimizer: Optimizer) -> list[torch.nn.Parameter]:

@@ -389,8 +389,7 @@ class PDMPCallback(ModalityModulationCallback):
         boost, dominant = self.boost, self.dominant
         if boost is None or not boost.adapts or dominant is None or not self.is_modulating or self._modulator is None:
             return
-        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        parameters = [p for p in self._modulator.group_parameters[dominant] if id(p) in in_optimizer]
+        parameters = self._modulator.parameters_in(optimizer)[dominant]
         if not parameters:
             return
         reduce = None

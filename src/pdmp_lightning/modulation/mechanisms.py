@@ -8,16 +8,25 @@
   gradient. Exact whatever the forward path; O(parameters).
 - ``"grad"``: ``p.grad`` is scaled in ``on_before_optimizer_step`` (accumulated, unscaled by AMP,
   all-reduced). Works on every strategy, FSDP included.
-- ``"update"``: the optimizer's step is scaled, ``p <- p_old + k * (p_new - p_old)``, i.e. a
-  per-modality learning-rate multiplier. Needed for optimizers whose update ignores the gradient's
-  scale (Adam family): there a gradient multiplier cancels out.
+- ``"update"``: each modality's step is k times as long (weight decay included): a per-modality
+  learning-rate multiplier. Needed for optimizers whose update ignores the gradient's scale (Adam
+  family): there a gradient multiplier cancels out. For optimizers whose step is proportional to
+  the learning rate (every ``torch.optim`` one but ASGD, Rprop, LBFGS and Adafactor, and those given
+  to :func:`register_learning_rate_linear`), each parameter group is split by modality for the
+  duration of ``optimizer.step`` only, with its learning rate multiplied: O(parameter groups) work,
+  no copy, and schedulers and checkpoints only ever see the user's groups and rates. For any other
+  optimizer the modulated parameters are copied before the step and moved ``p_old + k * (p_new -
+  p_old)`` after it (a full copy; a warning says so).
 
 Coefficients are read at the moment they are applied from a mapping the callback owns, so methods
-whose coefficients change every step share the same mechanisms.
+whose coefficients change every step share the same mechanisms. The ``"update"`` mechanism applies
+them once this step's backward and ``on_before_optimizer_step`` have run (inside ``optimizer.step``
+when Lightning passes it a closure): each step uses its own coefficient.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
@@ -59,6 +68,60 @@ SCALE_INVARIANT_NAME_HINTS = (
 )
 
 
+_LINEAR_CANDIDATES = (
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "SparseAdam",
+    "Muon",
+)
+#: Optimizers whose step is proportional to the group's learning rate (weight decay included), so that
+#: multiplying it by k moves a parameter exactly k times as far: the ``"update"`` mechanism scales
+#: their learning rates. ASGD, Rprop, LBFGS and Adafactor are not (their rate enters their state or
+#: is clipped).
+LEARNING_RATE_LINEAR_OPTIMIZERS: list[type[Optimizer]] = [
+    getattr(torch.optim, name) for name in _LINEAR_CANDIDATES if hasattr(torch.optim, name)
+]
+
+
+def register_learning_rate_linear(optimizer_class: type[Optimizer]) -> type[Optimizer]:
+    """Declares that ``optimizer_class``'s step is proportional to each group's ``lr``.
+
+    Then the ``"update"`` mechanism multiplies learning rates for it instead of copying parameters.
+    The step must move each parameter by ``lr * f(state, gradient, parameter)`` with ``f`` not
+    depending on ``lr`` (Lion, LAMB and most Adam variants qualify). Usable as a class decorator.
+
+    Example:
+        >>> class MyAdam(torch.optim.Adam):
+        ...     pass
+        >>> register_learning_rate_linear(MyAdam) is MyAdam
+        True
+    """
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
+        raise TypeError(f"register_learning_rate_linear expects an Optimizer subclass, got {optimizer_class!r}")
+    if optimizer_class not in LEARNING_RATE_LINEAR_OPTIMIZERS:
+        LEARNING_RATE_LINEAR_OPTIMIZERS.append(optimizer_class)
+    return optimizer_class
+
+
+def is_learning_rate_linear(optimizer: Optimizer) -> bool:
+    """Whether ``optimizer``'s step is known to be proportional to its groups' learning rates.
+
+    A subclass of a known optimizer counts only when it keeps that optimizer's ``step``.
+    """
+    step = inspect.unwrap(type(optimizer).step)
+    for known in LEARNING_RATE_LINEAR_OPTIMIZERS:
+        if type(optimizer) is known or (isinstance(optimizer, known) and step is inspect.unwrap(known.step)):
+            return True
+    return False
+
+
 def at_least_float32(tensor: Tensor) -> Tensor:
     """``tensor`` in float32 if it is in a half format (AMP logits), else unchanged (float64 stays)."""
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
@@ -94,6 +157,18 @@ class Modulator:
         self.group_parameters = {m: [parameters[n] for n in g.parameter_names] for m, g in groups.items()}
         self._handles: list[RemovableHandle] = []
         self.attached = False
+        self._in_optimizer: dict[int, tuple[tuple[int, ...], dict[str, list[nn.Parameter]]]] = {}
+
+    def parameters_in(self, optimizer: Optimizer) -> dict[str, list[nn.Parameter]]:
+        """Modality -> its parameters that ``optimizer`` holds (cached until the optimizer's groups change)."""
+        shape = tuple(len(group["params"]) for group in optimizer.param_groups)
+        cached = self._in_optimizer.get(id(optimizer))
+        if cached is not None and cached[0] == shape:
+            return cached[1]
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        found = {m: [p for p in ps if id(p) in held] for m, ps in self.group_parameters.items()}
+        self._in_optimizer[id(optimizer)] = (shape, found)
+        return found
 
     def attach(self, optimizers: Sequence[Optimizer]) -> None:
         """Starts modulating (registers whatever hooks the mechanism needs)."""
@@ -104,6 +179,7 @@ class Modulator:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._in_optimizer.clear()
         self.attached = False
 
     def before_backward(self) -> None:
@@ -200,7 +276,10 @@ class BackwardHookModulator(Modulator):
                     tensor.register_hook(self._scaler(modality))
                 return tensor
 
-            apply_to_collection(output, Tensor, register)
+            if isinstance(output, Tensor):
+                register(output)  # the common case, without walking a collection
+            else:
+                apply_to_collection(output, Tensor, register)
 
         return hook
 
@@ -208,6 +287,8 @@ class BackwardHookModulator(Modulator):
         def hook(module: nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
             if not torch.is_grad_enabled() or modality in self._parameter_handles:
                 return None
+            if not kwargs and all(isinstance(a, Tensor) and not a.requires_grad for a in args):
+                return None  # raw inputs: nothing upstream to protect
             changed = False
 
             def guard(tensor: Tensor) -> Tensor:
@@ -249,21 +330,22 @@ class GradModulator(Modulator):
     def before_optimizer_step(self, optimizer: Optimizer) -> None:
         if not self.attached:
             return
-        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         with torch.no_grad():
-            for modality, parameters in self.group_parameters.items():
+            for modality, parameters in self.parameters_in(optimizer).items():
                 k = self._coefficient(modality)
                 if k == 1.0:
                     continue
                 for parameter in parameters:
-                    if parameter.grad is not None and id(parameter) in in_optimizer:
+                    if parameter.grad is not None:
                         parameter.grad.mul_(k)
 
 
 class UpdateModulator(Modulator):
     """The ``"update"`` mechanism: each modality's parameters move k times as far as the optimizer moved them.
 
-    Equivalent to a per-modality learning-rate multiplier (weight decay included), for any optimizer.
+    A per-modality learning-rate multiplier, weight decay included, applied with this step's
+    coefficients. How, per optimizer: learning rates of split groups during ``step`` when the
+    optimizer is learning-rate linear (:func:`is_learning_rate_linear`), a parameter copy otherwise.
     """
 
     name = "update"
@@ -275,33 +357,173 @@ class UpdateModulator(Modulator):
         coefficients: Mapping[str, float],
     ) -> None:
         super().__init__(groups, parameters, coefficients)
-        self._before_step: dict[int, list[tuple[nn.Parameter, Tensor, str]]] = {}
+        self._scalings: dict[int, _LearningRateScaling | _SnapshotScaling] = {}
+        #: Optimizers inside ``step(closure)`` whose closure (this step's backward) has not finished.
+        self._awaiting_closure: set[int] = set()
+        #: Optimizers whose scaling is applied until their step ends.
+        self._applied: set[int] = set()
+        self._warned: set[str] = set()
+
+    @property
+    def copies_parameters(self) -> list[str]:
+        """Names of the optimizers this modulator scaled through parameter copies (not learning-rate linear)."""
+        return sorted(self._warned)
 
     def attach(self, optimizers: Sequence[Optimizer]) -> None:
         self.detach()
         for optimizer in optimizers:
-            self._handles.append(optimizer.register_step_pre_hook(self._snapshot))
-            self._handles.append(optimizer.register_step_post_hook(self._rescale))
+            linear = is_learning_rate_linear(optimizer)
+            self._scalings[id(optimizer)] = (_LearningRateScaling if linear else _SnapshotScaling)(optimizer)
+            name = type(optimizer).__name__
+            if not linear and name not in self._warned:
+                self._warned.add(name)
+                rank_zero_warn(
+                    f"mechanism='update' copies the modulated parameters before every {name} step (extra memory "
+                    f"of their size): {name}'s step is not known to be proportional to its learning rate, so "
+                    "multiplying the rate would not move a modality exactly k times as far. Hint: if each "
+                    "parameter moves by lr * f(state, gradient, parameter), declare it with "
+                    f"`pdmp_lightning.modulation.register_learning_rate_linear({name})` to scale learning rates "
+                    "instead."
+                )
+            self._handles.append(optimizer.register_step_pre_hook(self._step_starts))
+            self._handles.append(optimizer.register_step_post_hook(self._step_ends))
         self.attached = True
 
     def detach(self) -> None:
+        # An exception inside a step leaves its scaling applied: undo it (learning rates, not parameters).
+        for key in list(self._applied):
+            self._scalings[key].restore_groups()
+        self._applied.clear()
+        self._awaiting_closure.clear()
+        self._scalings.clear()
         super().detach()
-        self._before_step.clear()
 
-    def _snapshot(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        snapshot: list[tuple[nn.Parameter, Tensor, str]] = []
-        for modality, parameters in self.group_parameters.items():
-            if self._coefficient(modality) == 1.0:
+    def before_optimizer_step(self, optimizer: Optimizer) -> None:
+        # Lightning calls this from inside the closure, after this step's backward: the coefficients are final.
+        if id(optimizer) in self._awaiting_closure:
+            self._awaiting_closure.discard(id(optimizer))
+            self._apply(optimizer)
+
+    def _step_starts(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if closure is None:
+            self._apply(optimizer)  # gradients are final (AMP's scaler, manual optimization)
+        else:
+            self._awaiting_closure.add(id(optimizer))
+
+    def _step_ends(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        key = id(optimizer)
+        if key in self._awaiting_closure:
+            self._awaiting_closure.discard(key)
+            if any(self._coefficient(m) != 1.0 for m in self.groups):
+                raise RuntimeError(
+                    f"{type(optimizer).__name__}.step(closure) ran a closure that did not go through Lightning's "
+                    "on_before_optimizer_step, so mechanism='update' could not scale this step. Hint: step the "
+                    "optimizer returned by `self.optimizers()` (a LightningOptimizer), or call "
+                    "`optimizer.step()` without a closure after `manual_backward`."
+                )
+        if key in self._applied:
+            self._applied.discard(key)
+            self._scalings[key].finish(optimizer, self._coefficient)
+
+    def _apply(self, optimizer: Optimizer) -> None:
+        key = id(optimizer)
+        scaling = self._scalings.get(key)
+        if scaling is None or key in self._applied:
+            return
+        in_optimizer = self.parameters_in(optimizer)
+        if scaling.start(optimizer, in_optimizer, self._coefficient):
+            self._applied.add(key)
+
+
+class _LearningRateScaling:
+    """Splits each parameter group by modality for one step, each part's learning rate multiplied by its k."""
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer_name = type(optimizer).__name__
+        self._optimizer = optimizer
+        self._original: list[dict[str, Any]] | None = None
+        self._parts: tuple[tuple[int, ...], list[list[tuple[str | None, list[int]]]]] | None = None
+
+    def start(
+        self,
+        optimizer: Optimizer,
+        in_optimizer: Mapping[str, Sequence[nn.Parameter]],
+        coefficient: Callable[[str], float],
+    ) -> bool:
+        if all(coefficient(m) == 1.0 for m, ps in in_optimizer.items() if ps):
+            return False
+        groups = optimizer.param_groups
+        split: list[dict[str, Any]] = []
+        for group, parts in zip(groups, self._partition(groups, in_optimizer), strict=True):
+            if len(parts) == 1 and (parts[0][0] is None or coefficient(parts[0][0]) == 1.0):
+                split.append(group)  # untouched: the optimizer may even write into it
                 continue
-            snapshot.extend((p, p.detach().clone(), modality) for p in parameters if id(p) in in_optimizer)
-        self._before_step[id(optimizer)] = snapshot
+            for modality, positions in parts:
+                part = dict(group)
+                part["params"] = [group["params"][i] for i in positions]
+                if "param_names" in group:
+                    part["param_names"] = [group["param_names"][i] for i in positions]
+                if modality is not None:
+                    part["lr"] = group["lr"] * coefficient(modality)
+                split.append(part)
+        self._original = groups
+        optimizer.param_groups = split
+        return True
 
-    def _rescale(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+    def finish(self, optimizer: Optimizer, coefficient: Callable[[str], float]) -> None:
+        self.restore_groups()
+
+    def restore_groups(self) -> None:
+        if self._original is not None:
+            self._optimizer.param_groups = self._original
+            self._original = None
+
+    def _partition(
+        self, groups: list[dict[str, Any]], in_optimizer: Mapping[str, Sequence[nn.Parameter]]
+    ) -> list[list[tuple[str | None, list[int]]]]:
+        """Per group, (modality or None, positions of its parameters in the group); cached."""
+        shape = tuple(len(g["params"]) for g in groups)
+        if self._parts is not None and self._parts[0] == shape:
+            return self._parts[1]
+        owner = {id(p): m for m, ps in in_optimizer.items() for p in ps}
+        partition = []
+        for group in groups:
+            positions: dict[str | None, list[int]] = {}
+            for index, parameter in enumerate(group["params"]):
+                positions.setdefault(owner.get(id(parameter)), []).append(index)
+            partition.append(list(positions.items()))
+        self._parts = (shape, partition)
+        return partition
+
+
+class _SnapshotScaling:
+    """Copies the modulated parameters before the step and moves them k times as far after it."""
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer_name = type(optimizer).__name__
+        self._before: list[tuple[nn.Parameter, Tensor, str]] = []
+
+    def start(
+        self,
+        optimizer: Optimizer,
+        in_optimizer: Mapping[str, Sequence[nn.Parameter]],
+        coefficient: Callable[[str], float],
+    ) -> bool:
+        self._before = [
+            (p, p.detach().clone(), m) for m, ps in in_optimizer.items() if coefficient(m) != 1.0 for p in ps
+        ]
+        return bool(self._before)
+
+    def finish(self, optimizer: Optimizer, coefficient: Callable[[str], float]) -> None:
         with torch.no_grad():
-            for parameter, before, modality in self._before_step.pop(id(optimizer), []):
+            for parameter, before, modality in self._before:
                 # p + (1 - k) * (before - p) == before + k * (p - before)
-                parameter.lerp_(before, 1.0 - self._coefficient(modality))
+                parameter.lerp_(before, 1.0 - coefficient(modality))
+        self._before = []
+
+    def restore_groups(self) -> None:
+        self._before = []
 
 
 def build_modulator(
