@@ -138,7 +138,9 @@ class HypergradientBoost(BoundedBoost):
         #: that the move (written over them) and the gradient are always two adjacent rows.
         self._buffer: Tensor | None = None
         self._previous_row = 0
-        self._layout: tuple[tuple[int, int], ...] | None = None
+        #: The parameters' identities and which of them had a gradient, when the buffer was laid out.
+        self._key: tuple[tuple[int, ...], tuple[bool, ...]] | None = None
+        self._parameter_views: list[Tensor] = []
         #: Elements between two sampled runs; None while the encoder is small enough to watch whole.
         self._spacing: int | None = None
         self._grams: list[Tensor] = []
@@ -149,7 +151,8 @@ class HypergradientBoost(BoundedBoost):
     def reset(self) -> None:
         """Forgets the previous parameters (the window reopened, or a fit began); the value stays."""
         self._buffer = None
-        self._layout = None
+        self._key = None
+        self._parameter_views = []
         self._grams.clear()
 
     def _gather(self, watched: list[Tensor], row: int) -> None:
@@ -164,34 +167,34 @@ class HypergradientBoost(BoundedBoost):
             parameters: The dominant encoder's parameters, gradients final (accumulated, unscaled, reduced).
             reduce: Reduces over ranks (used to sum over shards when the parameters are sharded).
         """
-        with torch.no_grad():
-            with_grad = [(i, p, p.grad) for i, p in enumerate(parameters) if p.grad is not None]
-            if not with_grad:
-                return False
-            pairs = [(_local(p.detach()), _local(grad.detach())) for _, p, grad in with_grad if grad is not None]
-            layout = tuple((i, t.numel()) for (i, _, _), (t, _) in zip(with_grad, pairs, strict=True))
-            if layout != self._layout or self._buffer is None:
-                # The first step, or the set of parameters with a gradient changed: start again from here.
-                total = sum(n for _, n in layout)
-                stride = math.ceil(total / MAX_WATCHED_ELEMENTS)
-                self._spacing = None if stride <= 1 else stride * SAMPLE_RUN
-                watched = _watched([t for t, _ in pairs], self._spacing)
-                size = sum(w.numel() for w in watched)
-                dtype = torch.promote_types(pairs[0][0].dtype, torch.float32)
-                self._buffer = torch.empty(3, size, dtype=dtype, device=pairs[0][0].device)
-                self._previous_row = 0
-                self._gather(watched, 0)
-                self._layout = layout
-                return False
-            buffer = self._buffer
-            previous, current = self._previous_row, 2 - self._previous_row
-            self._gather(_watched([t for t, _ in pairs], self._spacing), current)
-            self._gather(_watched([g for _, g in pairs], self._spacing), 1)
-            torch.sub(buffer[current], buffer[previous], out=buffer[previous])  # the move since the previous step
-            pair = buffer[0:2] if previous == 0 else buffer[1:3]
-            # [[g.g, g.d], [d.g, d.d]], or its mirror [[d.d, d.g], [g.d, g.g]]: read symmetrically below.
-            self._grams.append(pair @ pair.T)
-            self._previous_row = current
+        # Everything below reads detached tensors: no graph is recorded, so no no_grad context is needed.
+        grads = [p.grad for p in parameters]
+        if not any(g is not None for g in grads):
+            return False
+        key = (tuple(map(id, parameters)), tuple(g is not None for g in grads))
+        if key != self._key or self._buffer is None:
+            # The first step, or the parameters with a gradient changed: start again from here.
+            watched = [_local(p.detach()) for p, g in zip(parameters, grads, strict=True) if g is not None]
+            stride = math.ceil(sum(t.numel() for t in watched) / MAX_WATCHED_ELEMENTS)
+            self._spacing = None if stride <= 1 else stride * SAMPLE_RUN
+            # Views into the parameters, which the optimizer updates in place: taken once per layout.
+            self._parameter_views = _watched(watched, self._spacing)
+            size = sum(w.numel() for w in self._parameter_views)
+            dtype = torch.promote_types(watched[0].dtype, torch.float32)
+            self._buffer = torch.empty(3, size, dtype=dtype, device=watched[0].device)
+            self._previous_row = 0
+            self._gather(self._parameter_views, 0)
+            self._key = key
+            return False
+        buffer = self._buffer
+        previous, current = self._previous_row, 2 - self._previous_row
+        self._gather(self._parameter_views, current)
+        self._gather(_watched([_local(g.detach()) for g in grads if g is not None], self._spacing), 1)
+        torch.sub(buffer[current], buffer[previous], out=buffer[previous])  # the move since the previous step
+        pair = buffer[0:2] if previous == 0 else buffer[1:3]
+        # [[g.g, g.d], [d.g, d.d]], or its mirror [[d.d, d.g], [g.d, g.g]]: read symmetrically below.
+        self._grams.append(pair @ pair.T)
+        self._previous_row = current
         if len(self._grams) < self.interval:
             return False
         grams = torch.stack(self._grams)

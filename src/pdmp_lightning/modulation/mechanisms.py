@@ -258,9 +258,11 @@ class BackwardHookModulator(Modulator):
             self._handles.append(module.register_forward_pre_hook(self._input_hook(modality), with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._output_hook(modality)))
 
-    def _scaler(self, modality: str, inverse: bool = False) -> Callable[[Tensor], Tensor]:
-        def scale(grad: Tensor) -> Tensor:
+    def _scaler(self, modality: str, inverse: bool = False) -> Callable[[Tensor], Tensor | None]:
+        def scale(grad: Tensor) -> Tensor | None:
             k = self._coefficient(modality)
+            if k == 1.0:
+                return None  # the gradient unchanged, without a pass over it
             return grad / k if inverse else grad * k
 
         return scale
