@@ -1,26 +1,39 @@
-"""Per-step cost of each callback against plain Lightning on the same model, SGD and AdamW.
+"""Per-step time and peak memory of each callback against plain Lightning, on two model sizes, SGD and AdamW.
 
 Steps are timed hook to hook (``on_train_batch_start`` to ``on_train_batch_end``: forward,
 backward, the callback's work and the optimizer step; no set-up, no probing), in one process,
-with the methods interleaved round by round so drift in the machine's speed hits all of them
-alike. Each callback modulates from the first step. Writes ``docs/benchmarks/overhead.{json,md}``.
+with the methods interleaved round by round so that drift in the machine's speed hits all of them
+alike. Each callback modulates from the first step. The ratio of a method is the median over
+rounds of (its median step time / plain's in the same round); ``plain_again`` is a second plain
+run timed like a method, so its ratio is the A/A noise of the measurement.
 
-    python -m benchmarks.overhead            # 7 rounds x 30 steps per method and optimizer
-    python -m benchmarks.overhead --quick    # 2 rounds x 8 steps
+Peak memory is measured apart, in one short fit per method under ``torch.profiler`` (every CPU
+allocation and free, so the peak of live bytes is exact; torch has no peak counter for CPU
+memory): the extra bytes over plain training's peak, and their share of the modulated encoders'
+parameter bytes. Writes ``docs/benchmarks/overhead.{json,md}``.
+
+    python -m benchmarks.overhead                         # both sizes, 9 rounds x 40 steps
+    python -m benchmarks.overhead --sizes large --append  # one size, kept beside the others' rows
+    python -m benchmarks.overhead --quick                 # 2 rounds x 6 steps, small model
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import logging
 import random
 import statistics
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
 import pdmp_lightning
@@ -28,25 +41,86 @@ from benchmarks.common import OUT, machine, write_json
 from pdmp_lightning.data import TensorMultimodalDataset
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 
-DIM, BATCH, CLASSES = 256, 256, 10
+CLASSES = 10
 MODALITIES = {"audio": "encoders.audio", "visual": "encoders.visual"}
-METHODS: dict[str, Any] = {
+RANKING = ["visual", "audio"]
+
+
+@dataclass(frozen=True)
+class Size:
+    """One model: two MLP towers ``inputs -> hidden... -> features`` and a linear fusion head."""
+
+    inputs: int
+    hidden: tuple[int, ...]
+    features: int
+    batch: int
+
+    def describe(self) -> str:
+        widths = "-".join(str(w) for w in (self.inputs, *self.hidden, self.features))
+        return f"two MLP towers {widths}, batch {self.batch}"
+
+
+SIZES = {
+    "small": Size(64, (256,), 128, 64),
+    # Parameter-sized work dominates: 1024-wide layers, 3.7 M modulated parameters, batch 256.
+    "large": Size(256, (1024, 1024), 512, 256),
+}
+
+
+def _pdmp(**options: Any) -> Callable[[], pl.Callback]:
+    return lambda: pdmp_lightning.PDMPCallback(MODALITIES, ranking=RANKING, start_epoch=0, **options)
+
+
+#: Method -> callback factory (None: plain training).
+METHODS: dict[str, Callable[[], pl.Callback] | None] = {
     "plain": None,
-    "pdmp": lambda: pdmp_lightning.PDMPCallback(MODALITIES, ranking=["visual", "audio"], start_epoch=0),
-    "pdmp_constant": lambda: pdmp_lightning.PDMPCallback(
-        MODALITIES, ranking=["visual", "audio"], start_epoch=0, adaptation="none"
-    ),
-    "pdmp_parameter": lambda: pdmp_lightning.PDMPCallback(
-        MODALITIES, ranking=["visual", "audio"], start_epoch=0, mechanism="parameter"
-    ),
+    "plain_again": None,
+    "pdmp": _pdmp(),
+    "pdmp_constant": _pdmp(adaptation="none"),
+    "pdmp_activation": _pdmp(adaptation="none", mechanism="activation"),
+    "pdmp_parameter": _pdmp(adaptation="none", mechanism="parameter"),
+    "pdmp_grad": _pdmp(adaptation="none", mechanism="grad"),
+    "pdmp_update": _pdmp(adaptation="none", mechanism="update"),
+    "pdmp_update_copy": _pdmp(adaptation="none", mechanism="update"),
     "ogm_ge": lambda: pdmp_lightning.OGMGECallback(MODALITIES),
     "opm": lambda: pdmp_lightning.OPMCallback(MODALITIES, start_epoch=0),
     "agm": lambda: pdmp_lightning.AGMCallback(MODALITIES),
     "mmpareto": lambda: pdmp_lightning.MMParetoCallback(MODALITIES),
 }
-OPTIMIZERS = {
-    "sgd": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
-    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-3),
+#: What each row measures, for the report.
+DESCRIPTIONS = {
+    "plain_again": "plain Lightning again (A/A: the noise)",
+    "pdmp": "PDMP defaults (adaptive boost, `auto` mechanism)",
+    "pdmp_constant": "PDMP, paper constants (`adaptation='none'`, `auto`)",
+    "pdmp_activation": "PDMP constants, `mechanism='activation'`",
+    "pdmp_parameter": "PDMP constants, `mechanism='parameter'`",
+    "pdmp_grad": "PDMP constants, `mechanism='grad'`",
+    "pdmp_update": "PDMP constants, `mechanism='update'` (learning rates)",
+    "pdmp_update_copy": "PDMP constants, `mechanism='update'`, optimizer not learning-rate linear (parameter copy)",
+    "ogm_ge": "OGM-GE",
+    "opm": "OPM",
+    "agm": "AGM",
+    "mmpareto": "MMPareto",
+}
+
+
+class OpaqueSGD(torch.optim.SGD):
+    """SGD behind its own ``step``: not known to be learning-rate linear, so ``update`` copies parameters."""
+
+    def step(self, closure: Any = None) -> Any:
+        return super().step(closure)
+
+
+class OpaqueAdamW(torch.optim.AdamW):
+    """AdamW behind its own ``step`` (see :class:`OpaqueSGD`)."""
+
+    def step(self, closure: Any = None) -> Any:
+        return super().step(closure)
+
+
+OPTIMIZERS: dict[str, Callable[[Any, bool], torch.optim.Optimizer]] = {
+    "sgd": lambda p, opaque: (OpaqueSGD if opaque else torch.optim.SGD)(p, lr=0.01, momentum=0.9),
+    "adamw": lambda p, opaque: (OpaqueAdamW if opaque else torch.optim.AdamW)(p, lr=1e-3),
 }
 
 
@@ -61,61 +135,93 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self.started)
 
 
-def build(optimizer: str, method: str) -> MultimodalClassifier:
+def build(size: Size, optimizer: str, method: str) -> MultimodalClassifier:
     torch.manual_seed(0)
-    encoders = {m: MLPEncoder(in_features=DIM, hidden=[1024, 1024], out_features=512) for m in MODALITIES}
+    encoders = {
+        m: MLPEncoder(in_features=size.inputs, hidden=list(size.hidden), out_features=size.features) for m in MODALITIES
+    }
+    opaque = method == "pdmp_update_copy"
     return MultimodalClassifier(
         encoders,
         num_classes=CLASSES,
         unimodal_heads=method == "mmpareto",
         unimodal_loss_weight=1.0 if method == "mmpareto" else 0.0,
-        optimizer=OPTIMIZERS[optimizer],
+        optimizer=lambda p: OPTIMIZERS[optimizer](p, opaque),
     )
 
 
-def time_steps(
-    optimizer: str, method: str, loader: DataLoader[Any], steps: int, warmup: int
-) -> tuple[list[float], str]:
-    """Step times after ``warmup`` steps, and the mechanism the callback used."""
-    timer = StepTimer()
+def loader(size: Size, steps: int) -> DataLoader[Any]:
+    generator = torch.Generator().manual_seed(0)
+    count = size.batch * steps
+    dataset = TensorMultimodalDataset(
+        {m: torch.randn(count, size.inputs, generator=generator) for m in MODALITIES},
+        torch.randint(0, CLASSES, (count,), generator=generator),
+    )
+    return DataLoader(dataset, batch_size=size.batch)
+
+
+def fit(size: Size, optimizer: str, method: str, steps: int, extra: list[pl.Callback]) -> MultimodalClassifier | Any:
+    """Fits ``steps`` steps; returns the method's callback (None for plain training)."""
     factory = METHODS[method]
     callback = factory() if factory else None
-    callbacks = [callback, timer] if callback else [timer]
     trainer = pl.Trainer(
-        max_steps=steps + warmup,
+        max_steps=steps,
         accelerator="cpu",
         devices=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=callbacks,
+        callbacks=([callback] if callback else []) + extra,
     )
-    trainer.fit(build(optimizer, method), train_dataloaders=loader)
-    mechanism = "-" if callback is None else str(callback.mechanism_in_use)
+    trainer.fit(build(size, optimizer, method), train_dataloaders=loader(size, steps))
+    return callback
+
+
+def mechanism_of(method: str, callback: Any) -> str:
+    if callback is None:
+        return "-"
     if method == "opm":
-        mechanism = "forward hook on the fusion"
-    return timer.times[warmup:], mechanism
+        return "forward hook on the fusion"
+    if method == "pdmp_update_copy":
+        return "update (copy)"
+    return str(callback.mechanism_in_use)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--quick", action="store_true")
-    options = parser.parse_args()
-    rounds, steps = (2, 8) if options.quick else (options.rounds, options.steps)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    generator = torch.Generator().manual_seed(0)
-    count = BATCH * (steps + 3)
-    dataset = TensorMultimodalDataset(
-        {m: torch.randn(count, DIM, generator=generator) for m in MODALITIES},
-        torch.randint(0, CLASSES, (count,), generator=generator),
-    )
-    loader = DataLoader(dataset, batch_size=BATCH)
+def time_steps(size: Size, optimizer: str, method: str, steps: int, warmup: int) -> tuple[list[float], str]:
+    """Step times after ``warmup`` steps, and the mechanism the callback used."""
+    timer = StepTimer()
+    callback = fit(size, optimizer, method, steps + warmup, [timer])
+    return timer.times[warmup:], mechanism_of(method, callback)
+
+
+def peak_bytes(size: Size, optimizer: str, method: str, steps: int = 4) -> int:
+    """Peak of live CPU bytes over a short fit (model and data built inside it, so all are counted)."""
+    gc.collect()  # earlier fits' garbage, freed during this one, would count as negative allocations
+    gc.disable()
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, acc_events=True) as prof:
+            fit(size, optimizer, method, steps, [])
+    finally:
+        gc.enable()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def modulated_bytes(size: Size) -> int:
+    model = build(size, "sgd", "plain")
+    return sum(p.numel() * p.element_size() for p in model.encoders.parameters())
+
+
+def measure(size_name: str, rounds: int, steps: int) -> list[dict[str, Any]]:
+    size = SIZES[size_name]
     order = random.Random(0)
     rows = []
+    encoder_bytes = modulated_bytes(size)
     for optimizer in OPTIMIZERS:
         medians: dict[str, list[float]] = {m: [] for m in METHODS}
         mechanisms: dict[str, str] = {}
@@ -123,14 +229,18 @@ def main() -> None:
             methods = list(METHODS)
             order.shuffle(methods)
             for method in methods:
-                times, mechanisms[method] = time_steps(optimizer, method, loader, steps, warmup=3)
+                times, mechanisms[method] = time_steps(size, optimizer, method, steps, warmup=3)
                 medians[method].append(statistics.median(times))
+        plain_peak = peak_bytes(size, optimizer, "plain")
         for method in METHODS:
             if method == "plain":
                 continue
             ratios = [m / p for m, p in zip(medians[method], medians["plain"], strict=True)]
+            extra = peak_bytes(size, optimizer, method) - plain_peak
             rows.append(
                 {
+                    "size": size_name,
+                    "model": size.describe(),
                     "method": method,
                     "optimizer": optimizer,
                     "mechanism": mechanisms[method],
@@ -138,26 +248,82 @@ def main() -> None:
                     "ratios": ratios,
                     "step_ms_median": 1000 * statistics.median(medians[method]),
                     "plain_step_ms_median": 1000 * statistics.median(medians["plain"]),
-                    "peak_memory": None,  # CPU run: torch reports peak memory for CUDA devices only
+                    "extra_peak_bytes": extra,
+                    "modulated_parameter_bytes": encoder_bytes,
+                    "extra_peak_share": extra / encoder_bytes,
                 }
             )
-            print(f"{optimizer} {method}: {rows[-1]['ratio_median']:.3f}", flush=True)
-    suffix = "_quick" if options.quick else ""
-    write_json(f"overhead{suffix}.json", {"machine": machine(), "rounds": rounds, "steps": steps, "rows": rows})
+            print(
+                f"{size_name} {optimizer} {method}: {rows[-1]['ratio_median']:.3f} "
+                f"(rounds {min(ratios):.3f}-{max(ratios):.3f}), extra peak {extra / 1024:.0f} KiB",
+                flush=True,
+            )
+    return rows
+
+
+def report(payload: dict[str, Any]) -> str:
     lines = [
-        f"Median step time with the callback modulating / plain Lightning; two MLP encoders (256-1024-1024-512), "
-        f"batch {BATCH}; {rounds} interleaved rounds of {steps} timed steps; {machine()}.",
-        "",
-        "| method | optimizer | mechanism | ratio (median) | step ms | plain step ms |",
-        "|---|---|---|---|---|---|",
+        f"Median over rounds of (median step time with the callback modulating / plain Lightning's in the same "
+        f"round); {payload['rounds']} interleaved rounds of {payload['steps']} timed steps; `plain_again` is the "
+        "A/A noise. Extra peak memory: peak of live CPU bytes over a 4-step fit minus plain training's, and its "
+        f"share of the two encoders' parameter bytes. {payload['machine']}.",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['method']} | {row['optimizer']} | {row['mechanism']} | {row['ratio_median']:.3f} "
-            f"| {row['step_ms_median']:.1f} | {row['plain_step_ms_median']:.1f} |"
-        )
-    (OUT / f"overhead{suffix}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for size_name in SIZES:
+        rows = [r for r in payload["rows"] if r["size"] == size_name]
+        if not rows:
+            continue
+        megabytes = rows[0]["modulated_parameter_bytes"] / 2**20
+        lines += [
+            "",
+            f"**{size_name}**: {rows[0]['model']} ({megabytes:.1f} MiB of modulated parameters).",
+            "",
+            "| method | optimizer | mechanism | ratio (median) | rounds (min-max) | step ms | plain step ms "
+            "| extra peak KiB | share of modulated |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row['method']} | {row['optimizer']} | {row['mechanism']} | {row['ratio_median']:.3f} "
+                f"| {min(row['ratios']):.3f}-{max(row['ratios']):.3f} | {row['step_ms_median']:.1f} "
+                f"| {row['plain_step_ms_median']:.1f} | {row['extra_peak_bytes'] / 1024:.0f} "
+                f"| {100 * row['extra_peak_share']:.2f}% |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--append", action="store_true", help="keep the other sizes' rows of the existing JSON")
+    parser.add_argument("--quick", action="store_true", help="2 rounds x 6 steps on the small model")
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.sizes, options.rounds, options.steps = ["small"], 2, 6
+    return options
+
+
+def main() -> None:
+    options = parse()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    name = "overhead_quick" if options.quick else "overhead"
+    rows = []
+    path = OUT / f"{name}.json"
+    if options.append and path.exists():
+        previous = json.loads(path.read_text())
+        if (previous["rounds"], previous["steps"]) != (options.rounds, options.steps):
+            raise SystemExit(f"--append: {path} was measured with other --rounds/--steps; rerun every size")
+        rows = [r for r in previous["rows"] if r["size"] not in options.sizes]
+    for size_name in options.sizes:
+        rows += measure(size_name, options.rounds, options.steps)
+    rows.sort(key=lambda r: list(SIZES).index(r["size"]))
+    payload = {"machine": machine(), "rounds": options.rounds, "steps": options.steps, "rows": rows}
+    write_json(f"{name}.json", payload)
+    text = report(payload)
+    (OUT / f"{name}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

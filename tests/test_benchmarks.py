@@ -172,3 +172,19 @@ def test_the_tuned_summary_reports_the_four_figures_and_pdmps_worst_rate() -> No
 def test_a_run_with_its_own_optimizer_and_rate() -> None:
     row = execute(Run("synthetic2", "joint", seed=0, optimizer="adamw", lr=1e-3, epochs=1))
     assert (row["optimizer"], row["lr"]) == ("adamw", 1e-3) and 0 <= row["test_accuracy"] <= 1
+
+
+@pytest.mark.filterwarnings("ignore:mechanism='update' copies the modulated parameters")
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+def test_the_overhead_benchmark_sees_the_parameter_copy_and_not_the_learning_rate_path() -> None:
+    from benchmarks import overhead
+
+    size = overhead.SIZES["small"]
+    plain = overhead.peak_bytes(size, "adamw", "plain")
+    encoder_bytes = overhead.modulated_bytes(size)
+    by_rates = overhead.peak_bytes(size, "adamw", "pdmp_update") - plain
+    by_copy = overhead.peak_bytes(size, "adamw", "pdmp_update_copy") - plain
+    # The copy holds the dominant encoder (half the modulated bytes) at the optimizer step's peak.
+    assert by_rates < 0.01 * encoder_bytes < 0.4 * encoder_bytes < by_copy
+    options = overhead.parse(["--quick"])
+    assert (options.sizes, options.rounds, options.steps) == (["small"], 2, 6)
