@@ -82,7 +82,7 @@ class PDMPCallback(ModalityModulationCallback):
         adaptation: How the dominant modality's multiplier moves during training:
             ``"hypergradient"`` (between the others' multiplier, at least 1, and ``gamma_p``, from
             the cosine between the dominant encoder's gradient and its previous update: a copy of
-            that encoder's parameters, or of a strided sample of 65,536 of them), ``"backoff"``
+            that encoder's parameters, or of an evenly spaced sample of about 8,192 of them), ``"backoff"``
             (halved when the training loss rises) or ``"none"`` (the paper's constant ``gamma_p``).
             Both adaptive modes do not boost a dominant modality the probes found learned as fast
             as the others.
