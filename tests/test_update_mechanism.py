@@ -330,3 +330,45 @@ def test_the_learning_rate_monitor_logs_the_users_rate(tmp_path: Path) -> None:
     column = rows[0].split(",").index("lr-AdamW")
     rates = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
     assert rates and all(math.isclose(r, 0.01 * 0.7**i) for i, r in enumerate(rates))
+
+
+class TwoOptimizers(GroupedModel):
+    """Manual optimization with one AdamW per encoder (the head with the audio one), both stepped every batch."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(manual=True, **kwargs)
+
+    def configure_optimizers(self) -> Any:
+        scale = K if self.per_modality else {"visual": 1.0, "audio": 1.0}
+        visual = torch.optim.AdamW(self.visual_encoder.parameters(), lr=self.lr * scale["visual"], weight_decay=0.1)
+        audio = torch.optim.AdamW(
+            [
+                {"params": list(self.audio_encoder.parameters()), "lr": self.lr * scale["audio"]},
+                {"params": list(self.head.parameters()), "lr": self.lr},
+            ],
+            weight_decay=0.1,
+        )
+        return [visual, audio]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        optimizers = self.optimizers(use_pl_optimizer=False)
+        self.seen_rates.append([float(g["lr"]) for optimizer in optimizers for g in optimizer.param_groups])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(torch.nn.functional.cross_entropy(self(batch), batch["label"]))
+        for optimizer in optimizers:
+            optimizer.step()
+
+
+def test_several_optimizers_are_each_scaled() -> None:
+    torch.manual_seed(0)
+    model = TwoOptimizers()
+    reference = copy.deepcopy(model)
+    reference.per_modality = True
+    one_epoch = dict(max_steps=-1, max_epochs=1)
+    modulated = fitted(model, [pdmp(mechanism="update")], **one_epoch)
+    assert_same_parameters(modulated, fitted(reference, **one_epoch))
+    assert modulated.seen_rates == fitted(model, **one_epoch).seen_rates  # the user's groups and rates, every step
