@@ -355,3 +355,102 @@ def test_opm_and_mmpareto_do_not_warn_about_gradient_scaling_with_adam(optimizer
         module = model(**kwargs, **({"optimizer": factory} if factory else {}))
         trainer(callbacks=[callback], max_steps=2, limit_val_batches=0).fit(module, **fixed_loaders())
         assert callback.mechanism_in_use in ("grad", "replace")
+
+
+# --- nothing silent -----------------------------------------------------------------------------
+
+
+class FoldFrames(torch.nn.Module):
+    """``[B, d]`` -> ``[B * 2, d / 2]``: two "frames" per sample, folded into the batch (as video nets do)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0] * 2, x.shape[1] // 2)
+
+
+class MeanOverFrames(torch.nn.Module):
+    """``[B * 2, f]`` -> ``[B, f]``: the pooling back to one row per sample."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(-1, 2, x.shape[1]).mean(dim=1)
+
+
+def folded_frames_model() -> MultimodalClassifier:
+    torch.manual_seed(0)
+    visual = torch.nn.Sequential(FoldFrames(), MLPEncoder(in_features=8, hidden=[8], out_features=8), MeanOverFrames())
+    encoders = {"audio": MLPEncoder(in_features=16, hidden=[8], out_features=8), "visual": visual}
+    return MultimodalClassifier(
+        encoders, num_classes=4, modalities=["audio", "visual"], feature_dims={"audio": 8, "visual": 8}
+    )
+
+
+def test_ogm_refuses_features_with_a_row_per_frame() -> None:
+    callback = OGMGECallback(MODALITIES, features={"audio": "encoders.audio", "visual": "encoders.visual.1"})
+    pattern = r"`features\['visual'\]`: got 'the output of `encoders.visual.1` with 32 rows .*16 labels"
+    with pytest.raises(PDMPConfigurationError, match=pattern):
+        one_step(callback, folded_frames_model())
+    assert not callback.is_modulating  # the hooks went with the error
+
+
+def test_ogm_reads_the_pooled_features_of_a_model_that_folds_frames() -> None:
+    callback = OGMGECallback(MODALITIES, generalization_enhancement=False)  # features: the whole (pooled) encoders
+    module = folded_frames_model()
+    modulated, plain = one_step(callback, module), one_step(None, module)
+    k = callback.multipliers
+    assert min(k.values()) < 1.0
+    for name, delta in plain.items():
+        modality = next((m for m in k if name.startswith(f"encoders.{m}.")), None)
+        torch.testing.assert_close(modulated[name], delta * (k[modality] if modality else 1.0), rtol=1e-6, atol=1e-12)
+
+
+class TensorFusion(torch.nn.Module):
+    """A fusion called as ``fusion(a, v)`` with tensors (the official OGM-GE ``AVClassifier`` pattern)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, audio: Tensor, visual: Tensor) -> Tensor:
+        logits: Tensor = self.inner({"audio": audio, "visual": visual})
+        return logits
+
+
+class TensorFusionModel(MultimodalClassifier):
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        encoders = {m: MLPEncoder(in_features=16, hidden=[8], out_features=8) for m in ("audio", "visual")}
+        super().__init__(encoders, num_classes=4, modalities=["audio", "visual"])
+        self.fusion = TensorFusion(self.fusion)
+
+    def fuse(self, features: Any) -> Tensor:
+        logits: Tensor = self.fusion(features["audio"], features["visual"])
+        return logits
+
+    def split_logits(self, features: Any) -> dict[str, Tensor]:
+        shares: dict[str, Tensor] = self.fusion.inner.split_logits(features)
+        return shares
+
+
+class BypassedFusion(TensorFusionModel):
+    """Fuses without calling ``fusion`` at all."""
+
+    def fuse(self, features: Any) -> Tensor:
+        logits: Tensor = self.fusion.inner(features)
+        return logits
+
+
+def test_opm_refuses_a_fusion_called_with_tensors() -> None:
+    callback = OPMCallback(MODALITIES, start_epoch=0, p_exe=0.99)
+    with pytest.raises(PDMPConfigurationError, match=r"`fusion`: got 'a call with \(Tensor, Tensor\)'"):
+        one_step(callback, TensorFusionModel())
+
+
+def test_opm_refuses_a_forward_that_does_not_call_the_fusion() -> None:
+    callback = OPMCallback(MODALITIES, start_epoch=0, p_exe=0.99)
+    with pytest.raises(PDMPConfigurationError, match="not called in this training step"):
+        one_step(callback, BypassedFusion())
+
+
+def test_a_window_that_never_opens_is_a_warning() -> None:
+    callback = OGMGECallback(MODALITIES, start_epoch=3)
+    with pytest.warns(UserWarning, match=r"starts at epoch 3, but training stops after 2 epoch\(s\)"):
+        one_step(callback, model(), max_steps=-1, max_epochs=2)

@@ -84,7 +84,8 @@ def test_warm_up_epochs_are_not_modulated() -> None:
     torch.manual_seed(0)
     model = TwoModalityModel(batch_size=48)  # one batch per epoch
     callback = pdmp(start_epoch=1)
-    one_epoch = moves(model, callbacks=[callback], max_steps=-1, max_epochs=1)
+    with pytest.warns(UserWarning, match="nothing will be modulated in this fit"):
+        one_epoch = moves(model, callbacks=[callback], max_steps=-1, max_epochs=1)
     assert not callback.is_modulating
     for name, delta in moves(model, max_steps=-1, max_epochs=1).items():
         torch.testing.assert_close(one_epoch[name], delta, rtol=1e-6, atol=0.0)

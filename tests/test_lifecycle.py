@@ -88,7 +88,10 @@ RESUMING_IN_PLACE = pytest.mark.filterwarnings("ignore:Checkpoint directory .* e
 def test_resume_restores_the_ranking_without_probing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = PDMPCallback(MODALITIES, probes=ProbeSettings(max_epochs=2), start_epoch=1)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(WithValidation())
+    with pytest.warns(UserWarning, match=r"starts at epoch 1, but training stops after 1 epoch\(s\)"):
+        trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(
+            WithValidation()
+        )
     assert first.ranking is not None
 
     monkeypatch.setattr(ProbeRunner, "run", _no_probe)

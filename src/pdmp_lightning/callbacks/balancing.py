@@ -181,9 +181,22 @@ class BalancingCallback(ModalityModulationCallback):
         return modules
 
     def features(self) -> dict[str, Tensor]:
-        """This step's features (with their graph), keyed by modality."""
+        """This step's features (with their graph), keyed by modality: one row per label, or an error."""
         assert self._capture is not None
-        return self._capture.take()
+        features = self._capture.take()
+        rows = self.labels().shape[0]
+        for modality, values in features.items():
+            if values.shape[0] != rows:
+                path = (self.feature_paths or {}).get(modality) or ", ".join(self.groups[modality].module_paths)
+                raise config_error(
+                    f"features[{modality!r}]",
+                    f"the output of `{path}` with {values.shape[0]} rows ({tuple(values.shape)})",
+                    f"a submodule whose output holds one row per sample ({rows} labels in this batch)",
+                    "an encoder that folds frames or clips into the batch ([B*T, d]) must be read after its "
+                    "pooling: pass features={modality: '<the submodule that returns [B, d]>'}, or pool inside it. "
+                    "Scoring the unpooled rows against the labels would pair features with the wrong samples.",
+                )
+        return features
 
     def labels(self) -> Tensor:
         """This step's labels."""

@@ -136,6 +136,17 @@ class ModalityModulationCallback(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._install_modulator(self._resolve_mechanism(trainer), pl_module)
+        self._warn_if_the_window_never_opens(trainer)
+
+    def _warn_if_the_window_never_opens(self, trainer: pl.Trainer) -> None:
+        """A window that starts at or after the last epoch modulates nothing: say so once, at the start."""
+        last = trainer.max_epochs
+        if last is not None and last >= 0 and self.start_epoch >= last:
+            rank_zero_warn(
+                f"{type(self).__name__}: the modulation window starts at epoch {self.start_epoch}, but training "
+                f"stops after {last} epoch(s) (max_epochs={last}): nothing will be modulated in this fit. Hint: "
+                "lower `start_epoch` or train longer."
+            )
 
     def _install_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> None:
         self.mechanism_in_use = mechanism

@@ -113,10 +113,28 @@ class OPMCallback(BalancingCallback):
         self._trainer: pl.Trainer | None = None
         self._pl_module: pl.LightningModule | None = None
         self._fusion_handle: RemovableHandle | None = None
+        self._fusion_ran = False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         self._trainer, self._pl_module = trainer, pl_module
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        self._fusion_ran = False
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        super().on_before_backward(trainer, pl_module, loss)
+        if self.is_modulating and not self._fusion_ran:
+            raise config_error(
+                "fusion",
+                f"{type(getattr(pl_module, 'fusion', None)).__name__}, not called in this training step",
+                "the module's `fusion` called in the training forward, with a dict of modality features",
+                "OPM drops features on their way into `fusion`; a forward that fuses some other way gives it "
+                "nothing to drop, and the step would train as if OPM were not there.",
+            )
 
     def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
         return "grad"  # OPM scales no gradient; the "grad" modulator with multipliers of 1 does nothing
@@ -134,8 +152,19 @@ class OPMCallback(BalancingCallback):
             self._fusion_handle = None
 
     def _modulate(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not (module.training and torch.is_grad_enabled()) or not args or not isinstance(args[0], Mapping):
+        if not (module.training and torch.is_grad_enabled()):
             return None
+        self._fusion_ran = True
+        if not args or not isinstance(args[0], Mapping):
+            given = ", ".join(type(a).__name__ for a in args) or "no positional argument"
+            raise config_error(
+                "fusion",
+                f"a call with ({given})",
+                "a call fusion({modality: features [B, d], ...}), the features OPM drops",
+                "OPM drops a modality's features on their way into the fusion; a fusion called with separate "
+                "tensors gives it nothing to drop. Call the fusion with a dict of features, as "
+                "MultimodalClassifier does, or wrap yours in a module that takes one.",
+            )
         trainer, pl_module = self._trainer, self._pl_module
         assert trainer is not None and pl_module is not None
         features: Mapping[str, Tensor] = args[0]

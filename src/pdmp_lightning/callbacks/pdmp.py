@@ -227,6 +227,7 @@ class PDMPCallback(ModalityModulationCallback):
         self._restore_boost(restored_boost)
         self._publish(trainer, outcome)
         self._install_modulator(mechanism, pl_module)
+        self._warn_if_the_window_never_opens(trainer)
         # The probes' cost is compared with the main training's measured epoch time once it is known.
         self._epoch_timer = _EpochTimer(trainer.num_training_batches) if outcome is not None else None
 
