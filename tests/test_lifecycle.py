@@ -111,7 +111,8 @@ def test_checkpoint_of_another_modality_set_warns_and_probes_again(tmp_path: Pat
     trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(WithValidation())
 
     other = PDMPCallback({"audio": "audio_encoder.0", "visual": "visual_encoder"}, probes=ProbeSettings(max_epochs=1))
-    with pytest.warns(UserWarning, match="its ranking is ignored and the probes run again"):
+    # Its state key names its modalities: the checkpoint holds no state for it, and Lightning says so.
+    with pytest.warns(UserWarning, match=r"add the following callbacks: .*PDMPCallback\{'modalities'"):
         again = ModelCheckpoint(dirpath=tmp_path, save_last=True)
         run = trainer(callbacks=[other, again], max_steps=-1, max_epochs=2, enable_checkpointing=True)
         run.fit(WithValidation(), ckpt_path=tmp_path / "last.ckpt")
@@ -125,3 +126,28 @@ def test_a_non_finite_gradient_is_reported_naming_the_modality() -> None:
     with pytest.warns(UserWarning, match=r"gradient of modality 'visual' is not finite \(NaN or inf\) at step 0"):
         trainer(callbacks=[callback], max_steps=1).fit(model)
     assert callback._reported_non_finite == {"visual"}
+
+
+def test_two_instances_keep_their_own_checkpoint_state() -> None:
+    first = PDMPCallback(MODALITIES, ranking=["visual", "audio"])
+    other = PDMPCallback({"audio": "audio_encoder.0", "visual": "visual_encoder.0"}, ranking=["audio", "visual"])
+    assert first.state_key != other.state_key and first.state_key.startswith("PDMPCallback{")
+    assert first.state_key == PDMPCallback(MODALITIES).state_key  # stable: the constructor's modality selection
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
+def test_a_checkpoint_of_version_0_1_keyed_by_the_class_name_still_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = PDMPCallback(MODALITIES, probes=ProbeSettings(max_epochs=2), start_epoch=0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(callbacks=[first, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True).fit(WithValidation())
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    saved["callbacks"]["PDMPCallback"] = saved["callbacks"].pop(first.state_key)  # how 0.1 keyed it
+    torch.save(saved, tmp_path / "old.ckpt")
+
+    monkeypatch.setattr(ProbeRunner, "run", _no_probe)
+    resumed = PDMPCallback(MODALITIES, probes=ProbeSettings(max_epochs=2), start_epoch=0)
+    run = trainer(callbacks=[resumed], max_steps=-1, max_epochs=2)
+    run.fit(WithValidation(), ckpt_path=tmp_path / "old.ckpt")
+    assert resumed.ranking == first.ranking and resumed.probe_scores == first.probe_scores

@@ -101,6 +101,16 @@ class ModalityModulationCallback(Callback):
         return list(self._specs)
 
     @property
+    def state_key(self) -> str:
+        """Checkpoint key: the class and its modality selection, so that two instances keep their own state."""
+        return self._generate_state_key(modalities={m: s.as_strings() for m, s in self._specs.items()})
+
+    @property
+    def _legacy_state_key(self) -> str:  # type: ignore[override]
+        # Lightning's fallback when state_key is absent: checkpoints of pdmp-lightning 0.1 used the class name.
+        return type(self).__qualname__
+
+    @property
     def is_modulating(self) -> bool:
         """Whether the hooks are registered right now."""
         return self._modulator is not None and self._modulator.attached
