@@ -454,3 +454,57 @@ def test_a_window_that_never_opens_is_a_warning() -> None:
     callback = OGMGECallback(MODALITIES, start_epoch=3)
     with pytest.warns(UserWarning, match=r"starts at epoch 3, but training stops after 2 epoch\(s\)"):
         one_step(callback, model(), max_steps=-1, max_epochs=2)
+
+
+class CoefficientRecorder(pl.Callback):
+    """Keeps the multipliers the watched callback holds when each optimizer step is taken."""
+
+    def __init__(self, watched: Any) -> None:
+        self.watched, self.history = watched, []
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        self.history.append(dict(self.watched.multipliers))
+
+
+class PerModalityRates(MultimodalClassifier):
+    """The reference: each encoder in its own AdamW group, its rate following recorded multipliers step by step."""
+
+    def __init__(self, history: list[dict[str, float]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history = history
+
+    def configure_optimizers(self) -> Any:
+        groups = [{"params": list(self.encoders[m].parameters())} for m in ("audio", "visual")]
+        groups.append({"params": list(self.fusion.parameters())})
+        optimizer = torch.optim.AdamW(groups, lr=1e-2)
+        lambdas = [lambda step, m=m: self.history[min(step, len(self.history) - 1)][m] for m in ("audio", "visual")]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [*lambdas, lambda step: 1.0])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@pytest.mark.parametrize("name", ["ogm_ge", "agm"])
+def test_under_update_each_step_takes_its_own_coefficient(name: str) -> None:
+    """AdamW (``auto`` -> ``update``): the multipliers of step t scale step t's update, the first step included."""
+    adamw = {"optimizer": lambda params: torch.optim.AdamW(params, lr=1e-2)}
+    callback = (
+        OGMGECallback(MODALITIES, generalization_enhancement=False) if name == "ogm_ge" else AGMCallback(MODALITIES)
+    )
+    recorder = CoefficientRecorder(callback)
+    module = copy.deepcopy(model(**adamw))
+    trainer(callbacks=[callback, recorder], max_steps=5, precision="64-true", limit_val_batches=0).fit(
+        module, **fixed_loaders()
+    )
+    assert callback.mechanism_in_use == "update"
+    history = recorder.history
+    assert len(history) == 5
+    # OGM-GE modulates its first step; AGM's first coefficients are 1 (its running mean starts at that step's ratio).
+    assert (history[0] != {"audio": 1.0, "visual": 1.0}) == (name == "ogm_ge")
+    assert len({tuple(sorted(step.items())) for step in history}) > 2  # it changes from step to step
+
+    torch.manual_seed(0)
+    encoders = {m: MLPEncoder(in_features=16, hidden=[8], out_features=8) for m in ("audio", "visual")}
+    reference = PerModalityRates(history, encoders=encoders, num_classes=4, modalities=["audio", "visual"])
+    trainer(max_steps=5, precision="64-true", limit_val_batches=0).fit(reference, **fixed_loaders())
+    expected = dict(reference.named_parameters())
+    for parameter, value in module.named_parameters():
+        torch.testing.assert_close(value, expected[parameter], rtol=1e-10, atol=1e-13, msg=parameter)
