@@ -213,8 +213,14 @@ class BalancingCallback(ModalityModulationCallback):
         assert isinstance(reduced, Tensor)
         return {m: float(v) for m, v in zip(names, reduced.tolist(), strict=True)}
 
-    def step_generator(self, trainer: pl.Trainer, device: torch.device, per_rank: bool = False) -> torch.Generator:
-        """A generator seeded by the seed and the global step: the same draws on every rank unless ``per_rank``."""
-        key = f"{self.seed}:{trainer.global_step}:{trainer.global_rank if per_rank else 0}".encode()
+    def step_generator(
+        self, trainer: pl.Trainer, device: torch.device, per_rank: bool = False, stream: str = ""
+    ) -> torch.Generator:
+        """A generator seeded by the seed and the global step: the same draws on every rank unless ``per_rank``.
+
+        Draws that must be independent of each other within one step use different ``stream`` names.
+        """
+        key = f"{self.seed}:{trainer.global_step}:{trainer.global_rank if per_rank else 0}"
+        key = (key + f":{stream}" if stream else key).encode()
         seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
         return torch.Generator(device=device).manual_seed(seed)

@@ -69,7 +69,8 @@ class OPMCallback(BalancingCallback):
         lam: Strength of the ratio's effect on the drop probability.
         p_exe: Probability that a step modulates at all.
         target: Batch key or index of the labels.
-        start_epoch: First modulated epoch (5 warm-up epochs in the paper).
+        start_epoch: First modulated epoch. The official code warms up while ``epoch <= 5``, so 6
+            (the paper says 5 warm-up epochs).
         end_epoch: First epoch after the window (exclusive), or None.
         seed: Seed of the draws.
         log_every_n_steps: Interval of the logs (``opm/drop_probability``, ``opm/dropped/*``, ...).
@@ -88,7 +89,7 @@ class OPMCallback(BalancingCallback):
         lam: NonNegativeFloat = 0.5,
         p_exe: OpenUnitInterval = 0.7,
         target: BatchKey = "label",
-        start_epoch: NonNegativeInt = 5,
+        start_epoch: NonNegativeInt = 6,
         end_epoch: PositiveInt | None = None,
         seed: int = 0,
         log_every_n_steps: NonNegativeInt | None = None,
@@ -180,7 +181,9 @@ class OPMCallback(BalancingCallback):
             self.last.update(drop_probability=0.0)
             return None
         q = drop_probability(ratios[strongest], self.q_base, self.lam)
-        generator = self.step_generator(trainer, device, per_rank=True)
+        # Its own stream: on rank 0 the per-rank key would otherwise equal the execute draw's, and the
+        # first sample's drop would be decided by the very number that decided to execute.
+        generator = self.step_generator(trainer, device, per_rank=True, stream="drop")
         new_features, dropped, theta = drop_features(features, strongest, q, generator)
         self.last.update({"drop_probability": q, "theta": theta, f"dropped/{strongest}": float(dropped.float().mean())})
         return (new_features, *args[1:]), kwargs
