@@ -221,6 +221,7 @@ class BalancingCallback(ModalityModulationCallback):
         Draws that must be independent of each other within one step use different ``stream`` names.
         """
         key = f"{self.seed}:{trainer.global_step}:{trainer.global_rank if per_rank else 0}"
-        key = (key + f":{stream}" if stream else key).encode()
-        seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
+        if stream:
+            key += f":{stream}"
+        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
         return torch.Generator(device=device).manual_seed(seed)
