@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from torch import Tensor, nn
 
-from pdmp_lightning import PDMPCallback, PDMPConfigurationError
+from pdmp_lightning import MMParetoCallback, PDMPCallback, PDMPConfigurationError
 from tests.helpers import AUDIO_DIM, K, TwoModalityModel, moves, pdmp, trainer
 
 
@@ -168,3 +168,18 @@ def test_update_mechanism_equals_a_per_modality_learning_rate() -> None:
     modulated = moves(model, callbacks=[pdmp(mechanism="update")], max_steps=3)
     for name, delta in modulated.items():
         torch.testing.assert_close(delta, expected[name], rtol=1e-6, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("strategy", [FSDPStrategy, ModelParallelStrategy])
+def test_sharded_strategies_are_refused_in_setup_before_any_hook(strategy: type) -> None:
+    fake = SimpleNamespace(strategy=strategy.__new__(strategy))
+    model = TwoModalityModel()
+    forced = pdmp(mechanism="activation")
+    with pytest.raises(PDMPConfigurationError, match=r"`mechanism`: got 'activation'.*under FSDP"):
+        forced.setup(fake, model, "fit")  # type: ignore[arg-type]
+    pareto = MMParetoCallback({"audio": "audio_encoder", "visual": "visual_encoder"})
+    with pytest.raises(PDMPConfigurationError, match=r"`Trainer\(strategy=...\)`: got '\w+Strategy'.*MMParetoCallback"):
+        pareto.setup(fake, model, "fit")  # type: ignore[arg-type]
+    assert not forced.is_modulating and not pareto.is_modulating
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    pdmp().setup(fake, model, "fit")  # type: ignore[arg-type]  # auto picks a sharding-safe mechanism later

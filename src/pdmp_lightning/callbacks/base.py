@@ -122,13 +122,25 @@ class ModalityModulationCallback(Callback):
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and isinstance(trainer.strategy, DeepSpeedStrategy):
+        if stage == "fit":
+            self._check_strategy(trainer)
+
+    def _check_strategy(self, trainer: pl.Trainer) -> None:
+        """Refuses, before anything is built, a strategy this callback cannot act under."""
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
             raise config_error(
                 "Trainer(strategy=...)",
                 type(trainer.strategy).__name__,
                 "a single-device, DDP, FSDP or ModelParallel strategy",
                 "DeepSpeed owns the backward pass and the optimizer step, so the callback cannot scale a "
                 "modality's gradients or updates reliably there; use FSDP for sharded training.",
+            )
+        if self._is_sharded(trainer) and self.mechanism in ("activation", "parameter"):
+            raise config_error(
+                "mechanism",
+                self.mechanism,
+                "'auto', 'grad' or 'update' under FSDP / ModelParallel",
+                "parameter and activation hooks are not reliable on sharded parameters.",
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -266,13 +278,7 @@ class ModalityModulationCallback(Callback):
             if adam_like:
                 return "update"
             return "grad" if sharded else self.default_gradient_mechanism
-        if sharded and self.mechanism in ("activation", "parameter"):
-            raise config_error(
-                "mechanism",
-                self.mechanism,
-                "'auto', 'grad' or 'update' under FSDP / ModelParallel",
-                "parameter and activation hooks are not reliable on sharded parameters.",
-            )
+        self._check_strategy(trainer)  # refused in setup already; here for direct calls
         if adam_like and self.mechanism != "update":
             rank_zero_warn(
                 f"mechanism='{self.mechanism}' scales gradients, but {adam_like} normalise the gradient's scale away, "

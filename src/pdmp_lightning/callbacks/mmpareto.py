@@ -154,7 +154,7 @@ class MMParetoCallback(BalancingCallback):
                 "set model.init_args.unimodal_heads: true and unimodal_loss_weight: 1.0.",
             )
 
-    def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
+    def _check_strategy(self, trainer: pl.Trainer) -> None:
         if self._is_sharded(trainer):
             raise config_error(
                 "Trainer(strategy=...)",
@@ -162,6 +162,10 @@ class MMParetoCallback(BalancingCallback):
                 "a single-device or DDP strategy for MMParetoCallback",
                 "it replaces each encoder's gradient through parameter hooks, which sharded parameters do not support.",
             )
+        super()._check_strategy(trainer)
+
+    def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
+        self._check_strategy(trainer)  # refused in setup already; here for direct calls
         return "replace"
 
     def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator:
