@@ -165,6 +165,7 @@ def test_report_cost_and_logged_curves(tmp_path: Path, caplog: pytest.LogCapture
     report = json.loads(reports[0].read_text())
     assert report["ranking"] == callback.ranking and report["metric"] == "macro_f1"
     assert report["config"]["probes"] == {**vars(ProbeSettings()), "max_epochs": 2, "metric": "macro_f1"}
+    assert report["config"]["mechanism"] == "auto" and report["config"]["mechanism_in_use"] == "activation"
     assert report["scores"] == pytest.approx(callback.probe_scores)
     assert report["validation"] == "val_dataloader" and report["epoch_batches"] == 38
     assert report["coefficients"] == callback.coefficients and report["source"] == "probes"

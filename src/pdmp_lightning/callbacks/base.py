@@ -49,6 +49,12 @@ class ModalityModulationCallback(Callback):
             Trainer's ``log_every_n_steps``; 0 turns them off.
         log_prefix: Prefix of the logged names.
 
+    Attributes:
+        multipliers: Modality -> the multiplier applied while modulating, read live by the hooks.
+        mechanism_in_use: The mechanism ``mechanism`` resolved to when training started (``"auto"``
+            becomes ``"activation"``, ``"grad"`` or ``"update"``); None before.
+        groups: Modality -> its resolved parameter group (filled when fitting starts).
+
     Example:
         >>> modalities = {"audio": "encoders.audio", "visual": "encoders.visual"}
         >>> callback = ModalityModulationCallback(modalities, start_epoch=2)

@@ -208,6 +208,7 @@ class PDMPCallback(ModalityModulationCallback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Resolved first: an incompatible mechanism or window fails before any probe runs or report is written.
         mechanism = self._resolve_mechanism(trainer)
+        self.mechanism_in_use = mechanism  # for the report, written before the modulator is installed
         if self._warmup_from_training:
             self.start_epoch = self._warmup_epochs(trainer)
         outcome = None
@@ -446,6 +447,7 @@ class PDMPCallback(ModalityModulationCallback):
             "start_epoch": self.start_epoch,
             "end_epoch": self.end_epoch,
             "mechanism": self.mechanism,
+            "mechanism_in_use": self.mechanism_in_use,
             "modalities": {m: s.as_strings() for m, s in self._specs.items()},
             "probes": dataclasses.asdict(self.probes),
             "fingerprint": self.fingerprint,
