@@ -135,6 +135,11 @@ def is_scale_invariant(optimizer: Optimizer) -> bool:
     return any(hint in name for hint in SCALE_INVARIANT_NAME_HINTS)
 
 
+def _group_sizes(optimizer: Optimizer) -> tuple[int, ...]:
+    """How many parameters each group holds: the layout that the per-optimizer caches are keyed by."""
+    return tuple(len(group["params"]) for group in optimizer.param_groups)
+
+
 class Modulator:
     """Applies live per-modality multipliers to the parameters of modality groups (the base does nothing).
 
@@ -161,13 +166,13 @@ class Modulator:
 
     def parameters_in(self, optimizer: Optimizer) -> dict[str, list[nn.Parameter]]:
         """Modality -> its parameters that ``optimizer`` holds (cached until the optimizer's groups change)."""
-        shape = tuple(len(group["params"]) for group in optimizer.param_groups)
+        sizes = _group_sizes(optimizer)
         cached = self._in_optimizer.get(id(optimizer))
-        if cached is not None and cached[0] == shape:
+        if cached is not None and cached[0] == sizes:
             return cached[1]
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         found = {m: [p for p in ps if id(p) in held] for m, ps in self.group_parameters.items()}
-        self._in_optimizer[id(optimizer)] = (shape, found)
+        self._in_optimizer[id(optimizer)] = (sizes, found)
         return found
 
     def attach(self, optimizers: Sequence[Optimizer]) -> None:
@@ -364,12 +369,13 @@ class UpdateModulator(Modulator):
         self._awaiting_closure: set[int] = set()
         #: Optimizers whose scaling is applied until their step ends.
         self._applied: set[int] = set()
-        self._warned: set[str] = set()
+        #: Names of the optimizers scaled through parameter copies (each warned about once).
+        self._copying: set[str] = set()
 
     @property
     def copies_parameters(self) -> list[str]:
         """Names of the optimizers this modulator scaled through parameter copies (not learning-rate linear)."""
-        return sorted(self._warned)
+        return sorted(self._copying)
 
     def attach(self, optimizers: Sequence[Optimizer]) -> None:
         self.detach()
@@ -377,8 +383,8 @@ class UpdateModulator(Modulator):
             linear = is_learning_rate_linear(optimizer)
             self._scalings[id(optimizer)] = (_LearningRateScaling if linear else _SnapshotScaling)(optimizer)
             name = type(optimizer).__name__
-            if not linear and name not in self._warned:
-                self._warned.add(name)
+            if not linear and name not in self._copying:
+                self._copying.add(name)
                 rank_zero_warn(
                     f"mechanism='update' copies the modulated parameters before every {name} step (extra memory "
                     f"of their size): {name}'s step is not known to be proportional to its learning rate, so "
@@ -394,7 +400,7 @@ class UpdateModulator(Modulator):
     def detach(self) -> None:
         # An exception inside a step leaves its scaling applied: undo it (learning rates, not parameters).
         for key in list(self._applied):
-            self._scalings[key].restore_groups()
+            self._scalings[key].abandon()
         self._applied.clear()
         self._awaiting_closure.clear()
         self._scalings.clear()
@@ -426,15 +432,14 @@ class UpdateModulator(Modulator):
                 )
         if key in self._applied:
             self._applied.discard(key)
-            self._scalings[key].finish(optimizer, self._coefficient)
+            self._scalings[key].finish()
 
     def _apply(self, optimizer: Optimizer) -> None:
         key = id(optimizer)
         scaling = self._scalings.get(key)
         if scaling is None or key in self._applied:
             return
-        in_optimizer = self.parameters_in(optimizer)
-        if scaling.start(optimizer, in_optimizer, self._coefficient):
+        if scaling.start(self.parameters_in(optimizer), self._coefficient):
             self._applied.add(key)
 
 
@@ -442,22 +447,17 @@ class _LearningRateScaling:
     """Splits each parameter group by modality for one step, each part's learning rate multiplied by its k."""
 
     def __init__(self, optimizer: Optimizer) -> None:
-        self.optimizer_name = type(optimizer).__name__
         self._optimizer = optimizer
         self._original: list[dict[str, Any]] | None = None
         self._parts: tuple[tuple[int, ...], list[list[tuple[str | None, list[int]]]]] | None = None
 
-    def start(
-        self,
-        optimizer: Optimizer,
-        in_optimizer: Mapping[str, Sequence[nn.Parameter]],
-        coefficient: Callable[[str], float],
-    ) -> bool:
+    def start(self, in_optimizer: Mapping[str, Sequence[nn.Parameter]], coefficient: Callable[[str], float]) -> bool:
+        """Puts the split groups in place for this step; False when every coefficient is 1 (nothing to do)."""
         if all(coefficient(m) == 1.0 for m, ps in in_optimizer.items() if ps):
             return False
-        groups = optimizer.param_groups
+        groups = self._optimizer.param_groups
         split: list[dict[str, Any]] = []
-        for group, parts in zip(groups, self._partition(groups, in_optimizer), strict=True):
+        for group, parts in zip(groups, self._partition(in_optimizer), strict=True):
             if len(parts) == 1 and (parts[0][0] is None or coefficient(parts[0][0]) == 1.0):
                 split.append(group)  # untouched: the optimizer may even write into it
                 continue
@@ -470,32 +470,33 @@ class _LearningRateScaling:
                     part["lr"] = group["lr"] * coefficient(modality)
                 split.append(part)
         self._original = groups
-        optimizer.param_groups = split
+        self._optimizer.param_groups = split
         return True
 
-    def finish(self, optimizer: Optimizer, coefficient: Callable[[str], float]) -> None:
-        self.restore_groups()
-
-    def restore_groups(self) -> None:
+    def finish(self) -> None:
+        """Puts the user's groups back (the step is over)."""
         if self._original is not None:
             self._optimizer.param_groups = self._original
             self._original = None
 
+    #: An interrupted step only leaves the split groups behind: put the user's back.
+    abandon = finish
+
     def _partition(
-        self, groups: list[dict[str, Any]], in_optimizer: Mapping[str, Sequence[nn.Parameter]]
+        self, in_optimizer: Mapping[str, Sequence[nn.Parameter]]
     ) -> list[list[tuple[str | None, list[int]]]]:
-        """Per group, (modality or None, positions of its parameters in the group); cached."""
-        shape = tuple(len(g["params"]) for g in groups)
-        if self._parts is not None and self._parts[0] == shape:
+        """Per group, (modality or None, positions of its parameters in the group); cached per group layout."""
+        sizes = _group_sizes(self._optimizer)
+        if self._parts is not None and self._parts[0] == sizes:
             return self._parts[1]
         owner = {id(p): m for m, ps in in_optimizer.items() for p in ps}
         partition = []
-        for group in groups:
+        for group in self._optimizer.param_groups:
             positions: dict[str | None, list[int]] = {}
             for index, parameter in enumerate(group["params"]):
                 positions.setdefault(owner.get(id(parameter)), []).append(index)
             partition.append(list(positions.items()))
-        self._parts = (shape, partition)
+        self._parts = (sizes, partition)
         return partition
 
 
@@ -503,28 +504,26 @@ class _SnapshotScaling:
     """Copies the modulated parameters before the step and moves them k times as far after it."""
 
     def __init__(self, optimizer: Optimizer) -> None:
-        self.optimizer_name = type(optimizer).__name__
-        self._before: list[tuple[nn.Parameter, Tensor, str]] = []
+        self._before: list[tuple[nn.Parameter, Tensor, float]] = []
 
-    def start(
-        self,
-        optimizer: Optimizer,
-        in_optimizer: Mapping[str, Sequence[nn.Parameter]],
-        coefficient: Callable[[str], float],
-    ) -> bool:
+    def start(self, in_optimizer: Mapping[str, Sequence[nn.Parameter]], coefficient: Callable[[str], float]) -> bool:
+        """Copies the parameters of the modalities whose coefficient is not 1, with that coefficient."""
+        coefficients = {m: coefficient(m) for m in in_optimizer}
         self._before = [
-            (p, p.detach().clone(), m) for m, ps in in_optimizer.items() if coefficient(m) != 1.0 for p in ps
+            (p, p.detach().clone(), k) for m, k in coefficients.items() if k != 1.0 for p in in_optimizer[m]
         ]
         return bool(self._before)
 
-    def finish(self, optimizer: Optimizer, coefficient: Callable[[str], float]) -> None:
+    def finish(self) -> None:
+        """Moves each copied parameter k times as far as the optimizer did."""
         with torch.no_grad():
-            for parameter, before, modality in self._before:
+            for parameter, before, k in self._before:
                 # p + (1 - k) * (before - p) == before + k * (p - before)
-                parameter.lerp_(before, 1.0 - coefficient(modality))
+                parameter.lerp_(before, 1.0 - k)
         self._before = []
 
-    def restore_groups(self) -> None:
+    def abandon(self) -> None:
+        """An interrupted step: forget the copies (the parameters keep whatever the optimizer did)."""
         self._before = []
 
 
