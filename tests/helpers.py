@@ -188,3 +188,18 @@ def pdmp(**kwargs: Any) -> PDMPCallback:
     )
     options.update(kwargs)
     return PDMPCallback(MODALITIES, **options)
+
+
+class MultiplierHistory(pl.Callback):
+    """The multipliers of the watched callback at each optimizer step, in order.
+
+    Listed before the callback under test, it reads them before that callback's own
+    ``on_before_optimizer_step`` updates them: the multipliers this step uses.
+    """
+
+    def __init__(self, watched: Any) -> None:
+        self.watched = watched
+        self.history: list[dict[str, float]] = []
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        self.history.append(dict(self.watched.multipliers))

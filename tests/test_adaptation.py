@@ -6,9 +6,7 @@ import copy
 import csv
 import math
 from pathlib import Path
-from typing import Any
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -18,20 +16,9 @@ from pdmp_lightning import PDMPCallback, PDMPConfigurationError
 from pdmp_lightning.modulation import adaptation
 from pdmp_lightning.modulation.adaptation import HypergradientBoost, LossBackoff
 from pdmp_lightning.probing.outcome import ProbeCost, ProbeCurve, ProbeOutcome
-from tests.helpers import MODALITIES, TwoModalityModel, WithValidation, moves, plateau_task, trainer
+from tests.helpers import MODALITIES, MultiplierHistory, TwoModalityModel, WithValidation, moves, plateau_task, trainer
 
 RANKED = {"ranking": ["visual", "audio"], "start_epoch": 0}
-
-
-class MultiplierHistory(pl.Callback):
-    """The multipliers each optimizer step used: listed before the callback under test, it reads them before
-    that callback updates them."""
-
-    def __init__(self, watched: PDMPCallback) -> None:
-        self.watched, self.history = watched, []
-
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        self.history.append(dict(self.watched.multipliers))
 
 
 def learnable_model(optimizer: str, lr: float) -> TwoModalityModel:

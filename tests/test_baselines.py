@@ -27,7 +27,7 @@ from pdmp_lightning.callbacks.ogm_ge import ogm_coefficients
 from pdmp_lightning.callbacks.opm import drop_features, drop_probability
 from pdmp_lightning.data import SyntheticMultimodalDataModule
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier, build_fusion
-from tests.helpers import TwoModalityModel, trainer
+from tests.helpers import MultiplierHistory, TwoModalityModel, trainer
 
 MODALITIES = {"audio": "encoders.audio", "visual": "encoders.visual"}
 
@@ -456,16 +456,6 @@ def test_a_window_that_never_opens_is_a_warning() -> None:
         one_step(callback, model(), max_steps=-1, max_epochs=2)
 
 
-class CoefficientRecorder(pl.Callback):
-    """Keeps the multipliers the watched callback holds when each optimizer step is taken."""
-
-    def __init__(self, watched: Any) -> None:
-        self.watched, self.history = watched, []
-
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        self.history.append(dict(self.watched.multipliers))
-
-
 class PerModalityRates(MultimodalClassifier):
     """The reference: each encoder in its own AdamW group, its rate following recorded multipliers step by step."""
 
@@ -489,7 +479,7 @@ def test_under_update_each_step_takes_its_own_coefficient(name: str) -> None:
     callback = (
         OGMGECallback(MODALITIES, generalization_enhancement=False) if name == "ogm_ge" else AGMCallback(MODALITIES)
     )
-    recorder = CoefficientRecorder(callback)
+    recorder = MultiplierHistory(callback)
     module = copy.deepcopy(model(**adamw))
     trainer(callbacks=[callback, recorder], max_steps=5, precision="64-true", limit_val_batches=0).fit(
         module, **fixed_loaders()

@@ -15,7 +15,7 @@ import torch
 from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPCallback, ProbeSettings
 from pdmp_lightning.data import SyntheticMultimodalDataModule
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
-from tests.helpers import WithValidation, pdmp, plateau_task, trainer
+from tests.helpers import MultiplierHistory, WithValidation, pdmp, plateau_task, trainer
 from tests.test_update_mechanism import GroupedModel
 
 
@@ -86,14 +86,12 @@ def test_ddp_spawn_ranks_agree(tmp_path: Path, mechanism: str) -> None:
     assert (tmp_path / "report.json").is_file() and not (tmp_path / "pdmp_probe_report.json").exists()
 
 
-class MultiplierRecorder(pl.Callback):
+class MultiplierRecorder(MultiplierHistory):
     """Keeps every step's multipliers of the callback under test and saves them with the parameters."""
 
     def __init__(self, directory: Path, watched: pl.Callback) -> None:
-        self.directory, self.watched, self.history = directory, watched, []
-
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: object) -> None:
-        self.history.append(dict(self.watched.multipliers))  # type: ignore[attr-defined]
+        super().__init__(watched)
+        self.directory = directory
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         torch.save(
