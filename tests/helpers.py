@@ -202,4 +202,4 @@ class MultiplierHistory(pl.Callback):
         self.history: list[dict[str, float]] = []
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        self.history.append(dict(self.watched.multipliers))
+        self.history.append(dict(self.watched.coefficients))

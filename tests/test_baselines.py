@@ -119,7 +119,7 @@ def test_ge_noise_has_the_spread_of_the_unmodulated_gradient_and_is_reproducible
         recorder = GradientRecorder()
         callback = OGMGECallback(MODALITIES, generalization_enhancement=enhancement, seed=3)
         one_step_with(callback, recorder, module)
-        runs.append((recorder.grads, callback.multipliers["visual"]))
+        runs.append((recorder.grads, callback.coefficients["visual"]))
     (clean, k), (noisy, _), (again, _) = runs
     name = "encoders.visual.net.0.weight"
     noise = noisy[name] - clean[name]
@@ -182,7 +182,14 @@ def test_agm_shapley_outputs_sum_to_the_fused_logits(names: tuple[str, ...]) -> 
     torch.manual_seed(0)
     fusion = build_fusion("film", dict.fromkeys(names, 5), num_classes=3, hidden=4)  # non-linear fusion
     features = {m: torch.randn(6, 5) for m in names}
-    outputs = shapley_outputs(fusion, features)
+    calls: list[frozenset[str]] = []
+
+    def value(kept: frozenset[str]) -> Tensor:
+        calls.append(kept)
+        return fusion({m: f if m in kept else torch.zeros_like(f) for m, f in features.items()})
+
+    outputs = shapley_outputs(value, names)
+    assert frozenset() not in calls and len(calls) == len(set(calls)) == 2 ** len(names) - 1  # each subset once
     torch.testing.assert_close(sum(outputs.values()), fusion(features))
     if len(names) == 2:
         zero = {m: torch.zeros_like(f) for m, f in features.items()}
@@ -216,14 +223,21 @@ def test_agm_diverged_scores_give_an_infinite_ratio_not_an_overflow_error() -> N
     }
 
 
-def test_agm_running_averages_update_after_the_coefficients() -> None:
+def test_agm_running_means_of_the_scores_update_after_the_coefficients() -> None:
     agm = AGMCallback(MODALITIES, alpha=1.0)
-    assert agm.step({"audio": 1.0, "visual": 1.0}) == {"audio": 1.0, "visual": 1.0}
+    # The official running means start at 0: the first "optimal" ratio is exp(0 - 0) = 1.
+    first = agm.step({"audio": 0.2, "visual": 1.0})
+    assert first == {
+        "audio": pytest.approx(math.exp(1.0 - math.exp(0.8))),
+        "visual": pytest.approx(math.exp(1.0 - math.exp(-0.8))),
+    }
+    assert agm.score_means == {"audio": pytest.approx(0.2), "visual": pytest.approx(1.0)}
     ratios = agm_ratios({"audio": 0.5, "visual": 1.5})
     coefficients = agm.step({"audio": 0.5, "visual": 1.5})
-    # The average used is the first step's ratio (1.0), not one that already includes this step.
-    assert coefficients == {m: pytest.approx(math.exp(1.0 - ratios[m])) for m in ratios}
-    assert agm.steps == 2 and agm.ratio_sums == {m: pytest.approx(1.0 + ratios[m]) for m in ratios}
+    # The optimal ratio comes from the means of the *scores* before this step (not a mean of ratios).
+    optimal = {"audio": math.exp(1.0 - 0.2), "visual": math.exp(0.2 - 1.0)}
+    assert coefficients == {m: pytest.approx(math.exp(optimal[m] - ratios[m])) for m in ratios}
+    assert agm.steps == 2 and agm.score_means == {"audio": pytest.approx(0.35), "visual": pytest.approx(1.25)}
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
@@ -233,17 +247,22 @@ def test_agm_running_averages_are_checkpointed(tmp_path: Path) -> None:
     run = trainer(callbacks=[callback, checkpoint], max_steps=-1, max_epochs=1, enable_checkpointing=True)
     run.fit(model(), datamodule=data())
     assert callback.steps == 7  # 112 train samples, batches of 16
-    saved = dict(callback.ratio_sums)
+    saved = dict(callback.score_means)
 
     resumed = AGMCallback(MODALITIES)
     again = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     run = trainer(callbacks=[resumed, again], max_steps=-1, max_epochs=2, enable_checkpointing=True)
     run.fit(model(), datamodule=data(), ckpt_path=tmp_path / "last.ckpt")
-    assert resumed.steps == 14 and all(resumed.ratio_sums[m] > saved[m] for m in saved)
+    assert resumed.steps == 14 and resumed.score_means != saved
 
     other = AGMCallback({"audio": "encoders.audio", "depth": "encoders.visual"})
-    with pytest.warns(UserWarning, match="running averages are ignored"):
+    with pytest.warns(UserWarning, match="start again from 0"):
         other.load_state_dict(callback.state_dict())
+    assert other.steps == 0
+    with pytest.warns(UserWarning, match="0.1 checkpoints kept ratio sums"):
+        other.load_state_dict(
+            {"ratio_sums": {"audio": 3.0, "depth": 2.0}, "steps": 3, "modalities": ["audio", "depth"]}
+        )
     assert other.steps == 0
 
 
@@ -337,7 +356,7 @@ def test_ogm_on_a_regex_selection_with_explicit_feature_modules() -> None:
         generalization_enhancement=False,
     )
     modulated, plain = one_step(callback, module), one_step(None, module)
-    k = callback.multipliers
+    k = callback.coefficients
     assert min(k.values()) < 1.0
     for name, delta in plain.items():
         modality = next((m for m in k if name == f"encoders.{m}.net.0.weight"), None)
@@ -354,7 +373,10 @@ def test_opm_and_mmpareto_do_not_warn_about_gradient_scaling_with_adam(optimizer
     ):
         module = model(**kwargs, **({"optimizer": factory} if factory else {}))
         trainer(callbacks=[callback], max_steps=2, limit_val_batches=0).fit(module, **fixed_loaders())
-        assert callback.mechanism_in_use in ("grad", "replace")
+        assert (
+            callback.mechanism_in_use
+            == {"OPMCallback": "features", "MMParetoCallback": "replace"}[type(callback).__name__]
+        )
 
 
 # --- nothing silent -----------------------------------------------------------------------------
@@ -395,7 +417,7 @@ def test_ogm_reads_the_pooled_features_of_a_model_that_folds_frames() -> None:
     callback = OGMGECallback(MODALITIES, generalization_enhancement=False)  # features: the whole (pooled) encoders
     module = folded_frames_model()
     modulated, plain = one_step(callback, module), one_step(None, module)
-    k = callback.multipliers
+    k = callback.coefficients
     assert min(k.values()) < 1.0
     for name, delta in plain.items():
         modality = next((m for m in k if name.startswith(f"encoders.{m}.")), None)
@@ -477,7 +499,9 @@ def test_under_update_each_step_takes_its_own_coefficient(name: str) -> None:
     """AdamW (``auto`` -> ``update``): the multipliers of step t scale step t's update, the first step included."""
     adamw = {"optimizer": lambda params: torch.optim.AdamW(params, lr=1e-2)}
     callback = (
-        OGMGECallback(MODALITIES, generalization_enhancement=False) if name == "ogm_ge" else AGMCallback(MODALITIES)
+        OGMGECallback(MODALITIES, generalization_enhancement=False)
+        if name == "ogm_ge"
+        else AGMCallback(MODALITIES, mechanism="auto")
     )
     recorder = MultiplierHistory(callback)
     module = copy.deepcopy(model(**adamw))
@@ -487,8 +511,7 @@ def test_under_update_each_step_takes_its_own_coefficient(name: str) -> None:
     assert callback.mechanism_in_use == "update"
     history = recorder.history
     assert len(history) == 5
-    # OGM-GE modulates its first step; AGM's first coefficients are 1 (its running mean starts at that step's ratio).
-    assert (history[0] != {"audio": 1.0, "visual": 1.0}) == (name == "ogm_ge")
+    assert history[0] != {"audio": 1.0, "visual": 1.0}  # the first step is modulated
     assert len({tuple(sorted(step.items())) for step in history}) > 2  # it changes from step to step
 
     torch.manual_seed(0)

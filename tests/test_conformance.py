@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,11 +19,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from pdmp_lightning import MMParetoCallback, OGMGECallback, OPMCallback
+from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPConfigurationError
 from pdmp_lightning.data import TensorMultimodalDataset
 from pdmp_lightning.models import ConvEncoder, MLPEncoder, MultimodalClassifier
+from tests import avclassifier
 from tests.helpers import trainer
-from tests.references import mmpareto, ogm_ge, opm
+from tests.references import agm, mmpareto, ogm_ge, opm
 
 STEPS, BATCH, CLASSES = 6, 8, 4
 OPTIMIZERS = {
@@ -53,7 +55,7 @@ def loader() -> DataLoader[Any]:
 def conv_weights(model: torch.nn.Module) -> dict[str, str]:
     """Each modality's 4-D weights, as the official code selects them, as an exact ``re:`` pattern."""
     names = {
-        m: [n for n, p in model.named_parameters() if n.split(".")[1] == m and p.dim() == 4]
+        m: [n for n, p in model.named_parameters() if m in n.split(".")[1] and p.dim() == 4]
         for m in ("audio", "visual")
     }
     return {m: "re:^(" + "|".join(re.escape(n) for n in found) + ")$" for m, found in names.items()}
@@ -114,6 +116,32 @@ def test_ogm_ge_equals_the_official_step(optimizer: str, modulation: str) -> Non
 
 
 @pytest.mark.usefixtures("fixed_noise")
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_ogm_ge_with_head_equals_the_official_step_on_the_avclassifier(optimizer: str) -> None:
+    """The official model shape (frames folded into the batch, ``fusion_module(a, v)``), reached by ``head=`` only."""
+    module = avclassifier.av_module(OPTIMIZERS[optimizer])
+    callback = OGMGECallback(conv_weights(module), alpha=0.8, head=avclassifier.HEAD, mechanism="grad")
+    modulated = copy.deepcopy(module)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "mechanism='grad' scales gradients")  # AdamW: the official choice
+        trainer(callbacks=[callback], max_steps=STEPS, limit_val_batches=0).fit(
+            modulated, train_dataloaders=avclassifier.av_loader(STEPS, BATCH)
+        )
+    reference = copy.deepcopy(module)
+    fc_out = reference.model.fusion_module.fc_out
+    coefficients = ogm_ge.train_steps(
+        reference,
+        avclassifier.av_loader(STEPS, BATCH),
+        OPTIMIZERS[optimizer](reference.parameters()),
+        alpha=0.8,
+        features=reference.model.features,
+        fc_out=fc_out,
+    )
+    assert any(min(pair) < 0.9 for pair in coefficients)
+    assert_same_state(modulated, reference)
+
+
+@pytest.mark.usefixtures("fixed_noise")
 def test_ogm_ge_under_update_uses_each_steps_own_coefficient() -> None:
     """``mechanism="update"`` (the AdamW default): the official coefficient of *this* step scales its update."""
     model = conv_model("adamw")
@@ -141,26 +169,46 @@ def test_mmpareto_equals_the_official_step(optimizer: str) -> None:
     assert_same_state(modulated, reference)
 
 
-@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")  # the original's
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-@pytest.mark.parametrize("detach_q", [True, False])
-def test_opm_equals_the_official_step_but_for_its_gradient_through_q(optimizer: str, detach_q: bool) -> None:
-    """Equal once the official code's extra gradient through ``theta -> q`` is cut; different with it (documented)."""
+def opm_setup(kind: str, optimizer: str) -> tuple[pl.LightningModule, DataLoader[Any], dict[str, Any], Any]:
+    """The model, its batches (two per epoch), the callback's model arguments and the reference's ``features``/head."""
+    if kind == "av_head":
+        module = avclassifier.av_module(OPTIMIZERS[optimizer])
+        arguments = {"modalities": avclassifier.MODALITIES, "head": avclassifier.HEAD}
+        return (
+            module,
+            avclassifier.av_loader(2, BATCH),
+            arguments,
+            lambda m: (m.model.features, m.model.fusion_module.fc_out),
+        )
     torch.manual_seed(0)
     encoders = {m: MLPEncoder(in_features=16, hidden=[8], out_features=8) for m in ("audio", "visual")}
     model = MultimodalClassifier(encoders, num_classes=CLASSES, optimizer=OPTIMIZERS[optimizer]).double()
     generator = torch.Generator().manual_seed(2)
-    count, epochs = 2 * BATCH, 8  # two steps per epoch; the official warm-up is epochs 0-5
+    count = 2 * BATCH
     labels = torch.randint(0, CLASSES, (count,), generator=generator)
     audio = torch.randn(count, 16, generator=generator, dtype=torch.float64)
     audio[torch.arange(count), labels] += 2.0  # audio is the stronger modality: its features get dropped
     visual = torch.randn(count, 16, generator=generator, dtype=torch.float64)
     batches = DataLoader(TensorMultimodalDataset({"audio": audio, "visual": visual}, labels), batch_size=BATCH)
+    arguments: dict[str, Any] = {"modalities": {"audio": "encoders.audio", "visual": "encoders.visual"}}
+    if kind == "mlp_head":
+        arguments["head"] = "fusion.head"
+    return model, batches, arguments, lambda m: (None, None)
 
-    callback = OPMCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, p_exe=0.9)
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")  # the original's
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize(
+    ("kind", "q_gradient"), [("protocol", False), ("mlp_head", True), ("av_head", False), ("av_head", True)]
+)
+def test_opm_equals_the_official_step(optimizer: str, kind: str, q_gradient: bool) -> None:
+    """Equal to the official step, its gradient through ``theta -> q`` cut (default) or kept (``q_gradient``)."""
+    model, batches, arguments, official_parts = opm_setup(kind, optimizer)
+    epochs = 8  # the official warm-up is epochs 0-5: 4 modulated steps
+    callback = OPMCallback(**arguments, p_exe=0.9, q_gradient=q_gradient)
     modulated = copy.deepcopy(model)
     trainer(callbacks=[callback], max_steps=-1, max_epochs=epochs, limit_val_batches=0).fit(
-        modulated, train_dataloaders=batches, val_dataloaders=batches
+        modulated, train_dataloaders=batches, **({} if kind == "av_head" else {"val_dataloaders": batches})
     )
 
     # The callback's own per-step generators, handed to the official code in place of its global draws.
@@ -185,16 +233,63 @@ def test_opm_equals_the_official_step_but_for_its_gradient_through_q(optimizer: 
             yield batch
             step["now"] += 1
 
-    reference = copy.deepcopy(model)
+    def official(detach_q: bool) -> tuple[pl.LightningModule, list[Tensor]]:
+        step["now"] = 0
+        reference = copy.deepcopy(model)
+        features, head = official_parts(reference)
+        sgd_or_adamw = OPTIMIZERS[optimizer](reference.parameters())
+        qs = []
+        for epoch in range(epochs):
+            qs += opm.train_steps(
+                reference,
+                counted(),
+                sgd_or_adamw,
+                epoch,
+                execute_draw,
+                keep_draw,
+                p_exe=0.9,
+                detach_q=detach_q,
+                features=features,
+                fxy=head,
+            )
+        return reference, qs
+
+    reference, qs = official(detach_q=not q_gradient)
+    assert len(qs) == 4 and all(sorted(float(x) > 0 for x in q) == [False, True] for q in qs)  # one drops, 4 steps
+    assert_same_state(modulated, reference)
+    other, _ = official(detach_q=q_gradient)
+    with pytest.raises(AssertionError):  # the gradient through q does change the run
+        assert_same_state(modulated, other)
+
+
+def test_opm_q_gradient_needs_the_head() -> None:
+    with pytest.raises(PDMPConfigurationError, match="`q_gradient`: got True; expected False, or True together"):
+        OPMCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, q_gradient=True)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_agm_equals_the_official_step(optimizer: str) -> None:
+    """AGM's defaults on the official ``AVClassifier`` shape, named by ``head=`` only: the official step, exactly."""
+    module = avclassifier.av_module(OPTIMIZERS[optimizer], gain=6.0)
+    callback = AGMCallback(avclassifier.MODALITIES, alpha=1.5, head=avclassifier.HEAD)
+    clipped: list[float] = []
+
+    class ClipRecorder(pl.Callback):
+        def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+            clipped.append(callback.last["fusion_clipped"])
+
+    modulated = copy.deepcopy(module)
+    trainer(callbacks=[callback, ClipRecorder()], max_steps=STEPS, limit_val_batches=0).fit(
+        modulated, train_dataloaders=avclassifier.av_loader(STEPS, BATCH)
+    )
+    assert callback.mechanism_in_use == "responses"
+    reference = copy.deepcopy(module)
     sgd_or_adamw = OPTIMIZERS[optimizer](reference.parameters())
-    qs = []
-    for epoch in range(epochs):
-        qs += opm.train_steps(
-            reference, counted(), sgd_or_adamw, epoch, execute_draw, keep_draw, p_exe=0.9, detach_q=detach_q
-        )
-    assert len(qs) == 4 and all(float(q[0]) > 0.5 and float(q[1]) == 0 for q in qs)  # audio dropped, 4 steps
-    if detach_q:
-        assert_same_state(modulated, reference)
-    else:
-        with pytest.raises(AssertionError):  # the one departure, see docs/baselines.md
-            assert_same_state(modulated, reference)
+    loader = avclassifier.av_loader(STEPS, BATCH)
+    coefficients, means = agm.train_steps(reference.model, loader, sgd_or_adamw, alpha=1.5)
+    assert len({pair for pair in coefficients}) == STEPS and any(abs(c - 1) > 0.02 for p in coefficients for c in p)
+    if optimizer == "sgd":
+        assert 0 < sum(clipped) < STEPS  # the official clip acted on some steps, not on all
+    assert callback.steps == STEPS
+    assert callback.score_means == pytest.approx(dict(zip(("audio", "visual"), means, strict=True)), rel=1e-12)
+    assert_same_state(modulated, reference)

@@ -138,8 +138,8 @@ class StepCoefficients(ModalityModulationCallback):
         self.values = values
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
-        self.multipliers["visual"] = self.values[trainer.global_step]
-        self.multipliers["audio"] = 1.0
+        self._coefficients["visual"] = self.values[trainer.global_step]
+        self._coefficients["audio"] = 1.0
         super().on_before_backward(trainer, pl_module, loss)
 
 

@@ -66,7 +66,9 @@ def require(module: Any, callback: str, *names: str) -> None:
                 f"{callback} model",
                 type(module).__name__,
                 f"a LightningModule with {CONTRACTS[name]}",
-                "pdmp_lightning.models.MultimodalClassifier implements it; see pdmp_lightning.protocol.",
+                "for a late-fusion model, name its final linear layer instead: head='<path of that nn.Linear>' "
+                "(e.g. 'model.fusion_module.fc_out'); or implement it (see pdmp_lightning.protocol; "
+                "pdmp_lightning.models.MultimodalClassifier does).",
             )
 
 

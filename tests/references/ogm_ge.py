@@ -12,6 +12,10 @@ name component contains ``audio`` (``visual``) and whose gradient is 4-D, i.e. t
 convolution weights. The GE noise is drawn with ``torch.zeros_like(grad).normal_(0, std + 1e-8)``
 from the global generator, as in the original.
 
+``features`` and ``fc_out`` let the same loop run on the official ``AVClassifier`` shape
+(:mod:`tests.avclassifier`, whose ``features`` returns the pooled ``a, v`` as the official forward
+does).
+
 ``update_rates`` is not official: it applies the official coefficient as a learning-rate multiplier
 of the modulated tensors (the library's ``mechanism="update"``) instead of scaling their gradient,
 to check that each step uses its own coefficient.
@@ -19,7 +23,7 @@ to check that each step uses its own coefficient.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +32,7 @@ from pdmp_lightning.models import MultimodalClassifier
 
 
 def train_steps(
-    model: MultimodalClassifier,
+    model: nn.Module,
     batches: Iterable[Mapping[str, Tensor]],
     optimizer: torch.optim.Optimizer,
     alpha: float,
@@ -37,13 +41,20 @@ def train_steps(
     modulation_starts: int = 0,
     modulation_ends: int = 50,
     update_rates: bool = False,
+    features: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+    fc_out: nn.Linear | None = None,
 ) -> list[tuple[float, float]]:
     """Runs the official step on each batch; returns each step's (coeff_a, coeff_v)."""
     criterion = nn.CrossEntropyLoss()
     softmax = nn.Softmax(dim=1)
     relu = nn.ReLU(inplace=True)
     tanh = nn.Tanh()
-    fc_out = model.fusion.head
+    if features is None:
+        assert isinstance(model, MultimodalClassifier)
+        encoders = model.encoders
+        features = lambda spec, image: (encoders["audio"](spec), encoders["visual"](image))  # noqa: E731
+        fc_out = model.fusion.head
+    assert fc_out is not None
     coefficients = []
 
     model.train()
@@ -51,8 +62,7 @@ def train_steps(
         image, spec, label = batch["visual"], batch["audio"], batch["label"]
         optimizer.zero_grad()
 
-        a = model.encoders["audio"](spec)
-        v = model.encoders["visual"](image)
+        a, v = features(spec, image)
         out = fc_out(torch.cat((a, v), dim=1))
 
         weight_size = fc_out.weight.size(1)

@@ -90,7 +90,7 @@ def execute_drop(
 
 
 def train_steps(
-    model: MultimodalClassifier,
+    model: nn.Module,
     batches: Iterable[Mapping[str, Tensor]],
     optimizer: torch.optim.Optimizer,
     epoch: int,
@@ -100,12 +100,21 @@ def train_steps(
     lam: float = 0.5,
     p_exe: float = 0.7,
     detach_q: bool = False,
+    features: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+    fxy: nn.Linear | None = None,
 ) -> list[Tensor]:
-    """Runs the official OPM step on each batch of one epoch; returns each step's q (None in warm-up)."""
+    """Runs the official OPM step on each batch of one epoch; returns each step's q (None in warm-up).
+
+    ``features`` (the pooled ``out_1, out_2``) and ``fxy`` run it on the official ``AVClassifier`` shape.
+    """
     loss_fn = nn.CrossEntropyLoss()
     softmax = nn.Softmax(dim=1)
-    fxy = model.fusion.head
-    dims = torch.tensor([model.encoders["audio"].out_features, model.encoders["visual"].out_features])
+    if features is None:
+        assert isinstance(model, MultimodalClassifier)
+        encoders = model.encoders
+        features = lambda x, y: (encoders["audio"](x), encoders["visual"](y))  # noqa: E731
+        fxy = model.fusion.head
+    assert fxy is not None
     model.train()
     qs = []
     for batch in batches:
@@ -113,8 +122,8 @@ def train_steps(
         optimizer.zero_grad()
         warm_up = 1 if epoch <= 5 else 0
 
-        out_1 = model.encoders["audio"](mod_1)
-        out_2 = model.encoders["visual"](mod_2)
+        out_1, out_2 = features(mod_1, mod_2)
+        dims = torch.tensor([out_1.shape[1], out_2.shape[1]])
         w = fxy.weight.clone().detach()
         b = fxy.bias.clone().detach()
         t1_bias = b / 2

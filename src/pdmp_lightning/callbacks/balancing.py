@@ -14,8 +14,8 @@ from torch import Tensor
 from pdmp_lightning.batch import BatchKey, check_batch_key, select_from_batch
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
 from pdmp_lightning.errors import check_int, config_error
+from pdmp_lightning.fusion_access import FusionAccess, HeadSpec, LinearHeadAccess, ModuleProtocolAccess, check_head
 from pdmp_lightning.modality import ModalitySpecInput
-from pdmp_lightning.modulation.capture import FeatureCapture
 from pdmp_lightning.modulation.mechanisms import Mechanism, at_least_float32
 from pdmp_lightning.protocol import require
 from pdmp_lightning.types import NonNegativeInt, PositiveInt
@@ -46,23 +46,32 @@ class BalancingCallback(ModalityModulationCallback):
 
     While modulating it keeps the labels of the current batch (``target``) and, when the method
     needs them, each modality's features from the training forward; a subclass turns them into
-    multipliers in :meth:`update_coefficients`, called before every backward.
+    coefficients in :meth:`update_coefficients`, called before every backward. It reaches the model's
+    fusion through :attr:`access` (see :mod:`pdmp_lightning.fusion_access`): through the named
+    ``head``, or through the module's :mod:`pdmp_lightning.protocol` methods.
 
     Args:
         modalities: Modality -> the parameters to modulate: its encoder's submodule path, or regexes.
         features: Modality -> dotted path of the submodule whose output are that modality's features;
-            default: the modality's own (single) submodule path.
+            default: the modality's own (single) submodule path. Not with ``head``.
+        head: The model's final linear layer, by path (a concat fusion, e.g.
+            ``"model.fusion_module.fc_out"``), or modality -> path of each modality's linear head (a
+            sum fusion). The features, each modality's share of the logits and the fused logits are
+            then derived from it, with nothing asked of the model. None: the model implements
+            :mod:`pdmp_lightning.protocol`.
+        head_widths: Modality -> its number of input columns of a concat ``head``, in the order of
+            ``modalities``; default: equal widths.
         target: Batch key or index of the integer labels.
         start_epoch: First modulated epoch.
         end_epoch: First epoch after the window (exclusive), or None.
-        mechanism: How the multipliers act; see :class:`ModalityModulationCallback`.
+        mechanism: How the coefficients act; see :class:`ModalityModulationCallback`.
         seed: Seed of the method's random draws (identical on every rank).
         log_every_n_steps: Interval of the coefficient, score and gradient-norm logs.
         log_prefix: Prefix of the logged names.
 
     Example:
         >>> callback = BalancingCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, target="y")
-        >>> callback.target, callback.multipliers  # a subclass fills the multipliers in update_coefficients
+        >>> callback.target, callback.coefficients  # a subclass fills them in update_coefficients
         ('y', {})
     """
 
@@ -76,6 +85,8 @@ class BalancingCallback(ModalityModulationCallback):
         modalities: Mapping[str, ModalitySpecInput],
         *,
         features: Mapping[str, str] | None = None,
+        head: HeadSpec | None = None,
+        head_widths: Mapping[str, int] | None = None,
         target: BatchKey = "label",
         start_epoch: NonNegativeInt = 0,
         end_epoch: PositiveInt | None = None,
@@ -97,34 +108,27 @@ class BalancingCallback(ModalityModulationCallback):
             not isinstance(features, Mapping) or sorted(features) != sorted(self.modality_names)
         ):
             raise config_error("features", features, f"None or one submodule path for each of {self.modality_names}")
+        check_head(head, head_widths, self.modality_names, features)
         self.feature_paths = dict(features) if features is not None else None
+        self.head: HeadSpec | None = head if isinstance(head, str) or head is None else dict(head)
+        self.head_widths = dict(head_widths) if head_widths is not None else None
         self.target = check_batch_key("target", target)
         self.seed = seed
-        self._capture: FeatureCapture | None = None
+        self._access: FusionAccess | None = None
         self._labels: Tensor | None = None
 
     # --- what a method implements ---------------------------------------------------------------
 
     def update_coefficients(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
-        """Sets :attr:`multipliers` for the coming backward (called only while modulating)."""
+        """Sets the coefficients for the coming backward (called only while modulating)."""
 
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
-        name = type(self).__name__
-        require(pl_module, name, *self.required)
-        own = getattr(pl_module, "modalities", None)
-        if isinstance(own, list | tuple) and sorted(own) != sorted(self.modality_names):
-            raise config_error(
-                "modalities",
-                self.modality_names,
-                f"the module's own modality names {sorted(own)}",
-                "the method exchanges feature dicts with the module, keyed by modality name.",
-            )
-        self._capture = FeatureCapture(self._feature_modules(pl_module)) if self.needs_features else None
-        self.multipliers.clear()
-        self.multipliers.update(dict.fromkeys(self.modality_names, 1.0))
+        self._access = self._build_access(pl_module)
+        self._coefficients.clear()
+        self._coefficients.update(dict.fromkeys(self.modality_names, 1.0))
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -140,21 +144,46 @@ class BalancingCallback(ModalityModulationCallback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._capture is not None:
-            self._capture.features.clear()  # the graph they hold is done with
+        if self._access is not None:
+            self._access.clear()  # the graph the features hold is done with
 
     def _activate(self, trainer: pl.Trainer) -> None:
         super()._activate(trainer)
-        if self._capture is not None:
-            self._capture.attach()
+        if self._access is not None and self.needs_features:
+            self._access.attach()
 
     def _detach(self) -> None:
         super()._detach()
-        if self._capture is not None:
-            self._capture.detach()
+        if self._access is not None:
+            self._access.detach()
         self._labels = None
 
     # --- helpers --------------------------------------------------------------------------------
+
+    @property
+    def access(self) -> FusionAccess:
+        """The way to the model's fusion (built when fitting starts)."""
+        if self._access is None:
+            raise RuntimeError(f"{type(self).__name__} reaches the model only once fitting has started")
+        return self._access
+
+    def _build_access(self, pl_module: pl.LightningModule) -> FusionAccess:
+        if self.head is not None:
+            return LinearHeadAccess(pl_module, self.head, self.modality_names, self.head_widths)
+        name = type(self).__name__
+        require(pl_module, name, *self.required)
+        own = getattr(pl_module, "modalities", None)
+        if isinstance(own, list | tuple) and sorted(own) != sorted(self.modality_names):
+            raise config_error(
+                "modalities",
+                self.modality_names,
+                f"the module's own modality names {sorted(own)}",
+                "the method exchanges feature dicts with the module, keyed by modality name; or name the model's "
+                "final linear layer with head='<path>'.",
+            )
+        modules = self._feature_modules(pl_module) if self.needs_features else {}
+        paths = {m: (self.feature_paths or {}).get(m) or ", ".join(self.groups[m].module_paths) for m in modules}
+        return ModuleProtocolAccess(pl_module, modules, paths)
 
     def _feature_modules(self, pl_module: pl.LightningModule) -> dict[str, torch.nn.Module]:
         modules = {}
@@ -182,18 +211,17 @@ class BalancingCallback(ModalityModulationCallback):
 
     def features(self) -> dict[str, Tensor]:
         """This step's features (with their graph), keyed by modality: one row per label, or an error."""
-        assert self._capture is not None
-        features = self._capture.take()
+        features = self.access.features()
         rows = self.labels().shape[0]
         for modality, values in features.items():
             if values.shape[0] != rows:
-                path = (self.feature_paths or {}).get(modality) or ", ".join(self.groups[modality].module_paths)
                 raise config_error(
                     f"features[{modality!r}]",
-                    f"the output of `{path}` with {values.shape[0]} rows ({tuple(values.shape)})",
-                    f"a submodule whose output holds one row per sample ({rows} labels in this batch)",
+                    f"{self.access.where(modality)} with {values.shape[0]} rows ({tuple(values.shape)})",
+                    f"features with one row per sample ({rows} labels in this batch)",
                     "an encoder that folds frames or clips into the batch ([B*T, d]) must be read after its "
-                    "pooling: pass features={modality: '<the submodule that returns [B, d]>'}, or pool inside it. "
+                    "pooling: name the model's final linear layer with head='<path>' (it sees pooled features), "
+                    "pass features={modality: '<the submodule that returns [B, d]>'}, or pool inside the encoder. "
                     "Scoring the unpooled rows against the labels would pair features with the wrong samples.",
                 )
         return features

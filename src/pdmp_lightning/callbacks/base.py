@@ -1,12 +1,17 @@
-"""What every modality-modulating callback shares: modality groups, mechanism, window, hooks, logging.
+"""What every modality callback shares: modality groups, window, hook lifetime, logging, checkpoints.
 
-A subclass decides *which* multiplier each modality gets (PDMP from a ranking, the baselines from
-per-step scores) by filling :attr:`ModalityModulationCallback.multipliers`; this base decides
-*how* the multipliers reach the optimizer and *when*, and guarantees that no hook outlives a fit.
+A subclass decides *which* coefficient each modality gets (PDMP from a ranking, the baselines from
+per-step scores) by filling the live dict behind :attr:`ModalityModulationCallback.coefficients`.
+Methods that scale gradients or updates hand them to a gradient-modulation component, a
+:class:`~pdmp_lightning.modulation.mechanisms.Modulator` chosen by ``mechanism``; methods that act
+another way (OPM drops features, MMPareto replaces gradients, AGM scales its responses) build
+none and say so in :attr:`~ModalityModulationCallback.mechanism_in_use`. The base opens and closes
+the window and guarantees that no hook outlives a fit.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,9 +55,10 @@ class ModalityModulationCallback(Callback):
         log_prefix: Prefix of the logged names.
 
     Attributes:
-        multipliers: Modality -> the multiplier applied while modulating, read live by the hooks.
-        mechanism_in_use: The mechanism ``mechanism`` resolved to when training started (``"auto"``
-            becomes ``"activation"``, ``"grad"`` or ``"update"``); None before.
+        mechanism_in_use: How the coefficients act, decided when training started: the mechanism
+            ``mechanism`` resolved to (``"auto"`` becomes ``"activation"``, ``"grad"`` or
+            ``"update"``), or the method's own way (``"responses"``, ``"features"``, ``"replace"``,
+            ``"none"``); None before.
         groups: Modality -> its resolved parameter group (filled when fitting starts).
 
     Example:
@@ -64,6 +70,8 @@ class ModalityModulationCallback(Callback):
 
     #: What ``mechanism="auto"`` picks for SGD-like optimizers on unsharded strategies.
     default_gradient_mechanism: str = "activation"
+    #: The way a method acts when it is none of the gradient mechanisms (no modulator is built).
+    own_mechanism: str | None = None
 
     def __init__(
         self,
@@ -94,17 +102,30 @@ class ModalityModulationCallback(Callback):
         self.mechanism: Mechanism = mechanism
         self.log_every_n_steps = log_every_n_steps
         self.log_prefix = log_prefix
-        #: Modality -> multiplier applied while modulating; read live by the hooks.
-        self.multipliers: dict[str, float] = {}
+        # Modality -> coefficient applied while modulating; the modulator reads this dict live.
+        self._coefficients: dict[str, float] = {}
         self.groups: dict[str, ModalityGroup] = {}
         self.mechanism_in_use: str | None = None
         self._modulator: Modulator | None = None
+        self._active = False
+        self._group_parameters_by_modality: dict[str, list[torch.nn.Parameter]] = {}
         self._reported_non_finite: set[str] = set()
 
     @property
     def modality_names(self) -> list[str]:
         """The modalities, in the order given."""
         return list(self._specs)
+
+    @property
+    def coefficients(self) -> dict[str, float]:
+        """Modality -> the coefficient applied while modulating (a copy; empty until the method knows them)."""
+        return dict(self._coefficients)
+
+    @property
+    def multipliers(self) -> dict[str, float]:
+        """Deprecated name of :attr:`coefficients` (one word for one concept since 0.2)."""
+        warnings.warn("`multipliers` is deprecated; use `coefficients` (a copy).", DeprecationWarning, stacklevel=2)
+        return self._coefficients
 
     @property
     def state_key(self) -> str:
@@ -118,8 +139,8 @@ class ModalityModulationCallback(Callback):
 
     @property
     def is_modulating(self) -> bool:
-        """Whether the hooks are registered right now."""
-        return self._modulator is not None and self._modulator.attached
+        """Whether the modulation window is open and the hooks are registered right now."""
+        return self._active
 
     def in_window(self, epoch: int) -> bool:
         """Whether ``epoch`` lies in the modulation window."""
@@ -178,15 +199,17 @@ class ModalityModulationCallback(Callback):
 
     def _install_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> None:
         self.mechanism_in_use = mechanism
+        named = dict(pl_module.named_parameters())
+        self._group_parameters_by_modality = {m: [named[n] for n in g.parameter_names] for m, g in self.groups.items()}
         self._modulator = self._build_modulator(mechanism, pl_module)
         rank_zero_info(f"{type(self).__name__}: mechanism '{mechanism}'{self._mechanism_detail()}.")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._modulator is None:
+        if self.mechanism_in_use is None:
             return
-        if self.in_window(trainer.current_epoch) and not self._modulator.attached:
+        if self.in_window(trainer.current_epoch) and not self._active:
             self._activate(trainer)
-        elif not self.in_window(trainer.current_epoch) and self._modulator.attached:
+        elif not self.in_window(trainer.current_epoch) and self._active:
             self._detach()
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
@@ -196,14 +219,15 @@ class ModalityModulationCallback(Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
-        if self._modulator is not None:
+        if self._active:
             self._before_step_modulation(trainer, pl_module, optimizer)
-            self._modulator.before_optimizer_step(optimizer)
+            if self._modulator is not None:
+                self._modulator.before_optimizer_step(optimizer)
             self._after_step_modulation(trainer, pl_module, optimizer)
         interval = (
             getattr(trainer, "log_every_n_steps", 50) if self.log_every_n_steps is None else self.log_every_n_steps
         )
-        if interval and trainer.global_step % interval == 0 and self._modulator is not None:
+        if interval and trainer.global_step % interval == 0 and self.mechanism_in_use is not None:
             metrics = self._step_metrics()
             if getattr(trainer.precision_plugin, "scaler", None) is None:
                 # With a loss scaler, non-finite gradients are expected now and then: it skips those steps.
@@ -223,16 +247,21 @@ class ModalityModulationCallback(Callback):
 
     def _activate(self, trainer: pl.Trainer) -> None:
         """Starts modulating (the window opened); subclasses add what else they register."""
-        assert self._modulator is not None
-        self._modulator.attach(trainer.optimizers)
+        self._active = True
+        if self._modulator is not None:
+            self._modulator.attach(trainer.optimizers)
 
     def _detach(self) -> None:
         """Stops modulating and removes every hook; safe to call at any time, twice included."""
+        self._active = False
         if self._modulator is not None:
             self._modulator.detach()
 
-    def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator:
-        return build_modulator(mechanism, self.groups, dict(pl_module.named_parameters()), self.multipliers)
+    def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator | None:
+        """The gradient-modulation component for ``mechanism``; None for a method that acts another way."""
+        if mechanism not in MECHANISMS:
+            return None
+        return build_modulator(mechanism, self.groups, dict(pl_module.named_parameters()), self._coefficients)
 
     def _before_step_modulation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
         """Runs in ``on_before_optimizer_step`` before the mechanism's own work (gradients unscaled, accumulated)."""
@@ -245,15 +274,14 @@ class ModalityModulationCallback(Callback):
         return {}
 
     def _step_metrics(self) -> dict[str, float | torch.Tensor]:
-        assert self._modulator is not None
         metrics: dict[str, float | torch.Tensor] = dict(self._method_metrics()) if self.is_modulating else {}
-        for modality, parameters in self._modulator.group_parameters.items():
+        for modality, parameters in self._group_parameters_by_modality.items():
             norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
             # A tensor, not a float: no host sync here; the logger reads it when it writes.
             metrics[f"{self.log_prefix}/grad_norm/{modality}"] = (
                 torch.linalg.vector_norm(torch.stack(norms)) if norms else 0.0
             )
-            effective = self.multipliers.get(modality, 1.0) if self.is_modulating else 1.0
+            effective = self._coefficients.get(modality, 1.0) if self.is_modulating else 1.0
             metrics[f"{self.log_prefix}/coefficient/{modality}"] = effective
         return metrics
 
@@ -274,6 +302,9 @@ class ModalityModulationCallback(Callback):
                 )
 
     def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
+        if self.own_mechanism is not None:
+            self._check_strategy(trainer)  # refused in setup already; here for direct calls
+            return self.own_mechanism
         group_ids = {id(p) for p in self._group_parameters(trainer)}
         holding = [
             o for o in trainer.optimizers if any(id(p) in group_ids for g in o.param_groups for p in g["params"])
@@ -291,6 +322,16 @@ class ModalityModulationCallback(Callback):
                 "so constant coefficients change almost nothing. Hint: use mechanism='auto' or 'update'."
             )
         return self.mechanism
+
+    def _refuse_sharded(self, trainer: pl.Trainer, what: str, why: str) -> None:
+        """Raises when the strategy shards parameters, for a method that cannot act on sharded ones."""
+        if self._is_sharded(trainer):
+            raise config_error(
+                "Trainer(strategy=...)",
+                type(trainer.strategy).__name__,
+                f"a single-device or DDP strategy for {what}",
+                why,
+            )
 
     @staticmethod
     def _is_sharded(trainer: pl.Trainer) -> bool:

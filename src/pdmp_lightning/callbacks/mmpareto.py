@@ -119,6 +119,7 @@ class MMParetoCallback(BalancingCallback):
     """
 
     required = ("fuse", "unimodal_logits")
+    own_mechanism = "replace"  # its own parameter hooks replace each encoder's gradient
 
     def __init__(
         self,
@@ -136,7 +137,6 @@ class MMParetoCallback(BalancingCallback):
             target=target,
             start_epoch=start_epoch,
             end_epoch=end_epoch,
-            mechanism="parameter",
             log_every_n_steps=log_every_n_steps,
             log_prefix="mmpareto",
         )
@@ -155,21 +155,15 @@ class MMParetoCallback(BalancingCallback):
             )
 
     def _check_strategy(self, trainer: pl.Trainer) -> None:
-        if self._is_sharded(trainer):
-            raise config_error(
-                "Trainer(strategy=...)",
-                type(trainer.strategy).__name__,
-                "a single-device or DDP strategy for MMParetoCallback",
-                "it replaces each encoder's gradient through parameter hooks, which sharded parameters do not support.",
-            )
+        self._refuse_sharded(
+            trainer,
+            "MMParetoCallback",
+            "it replaces each encoder's gradient through parameter hooks, which sharded parameters do not support.",
+        )
         super()._check_strategy(trainer)
 
-    def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
-        self._check_strategy(trainer)  # refused in setup already; here for direct calls
-        return "replace"
-
-    def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator:
-        return _ReplacingModulator(self.groups, dict(pl_module.named_parameters()), self.multipliers)
+    def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator | None:
+        return _ReplacingModulator(self.groups, dict(pl_module.named_parameters()), self._coefficients)
 
     def update_coefficients(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         assert isinstance(self._modulator, _ReplacingModulator)

@@ -26,8 +26,9 @@ class ModalityGradientMonitor(ModalityModulationCallback):
         ['audio', 'visual']
     """
 
+    own_mechanism = "none"  # it registers nothing: no modulator, only the logs
+
     def __init__(
         self, modalities: Mapping[str, ModalitySpecInput], log_every_n_steps: NonNegativeInt | None = None
     ) -> None:
-        # The "grad" mechanism registers no hook and skips multipliers of 1: nothing is modulated.
-        super().__init__(modalities, mechanism="grad", log_every_n_steps=log_every_n_steps, log_prefix="modality")
+        super().__init__(modalities, log_every_n_steps=log_every_n_steps, log_prefix="modality")

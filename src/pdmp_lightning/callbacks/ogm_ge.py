@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from pdmp_lightning import protocol
 from pdmp_lightning.batch import BatchKey
 from pdmp_lightning.callbacks.balancing import BalancingCallback, score_ratios, true_class_probability_sums
+from pdmp_lightning.fusion_access import HeadSpec
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.modulation.coefficients import check_gamma
 from pdmp_lightning.modulation.mechanisms import Mechanism, at_least_float32
@@ -20,7 +20,7 @@ from pdmp_lightning.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 
 def ogm_coefficients(scores: Mapping[str, float], alpha: float) -> dict[str, float]:
-    """OGM's multipliers from each modality's summed true-class probability.
+    """OGM's coefficients from each modality's summed true-class probability.
 
     With two modalities, ``rho_a = s_a / s_v``: the modality with ``rho > 1`` (the currently stronger
     one) gets ``1 - tanh(alpha * rho)``, the other 1. With more, each modality is compared with the
@@ -38,7 +38,8 @@ class OGMGECallback(BalancingCallback):
     """OGM-GE: *suppresses* the currently stronger modality, step by step; PDMP *boosts* the dominant one.
 
     Each step, from the same batch, ``s_m`` = the sum over the batch of the true-class probability
-    under modality m's split logits (the module's ``split_logits``, summed over all processes). The
+    under modality m's share of the logits (from the named ``head``, or the module's
+    ``split_logits``; summed over all processes). The
     modality whose ratio to the others exceeds 1 gets its encoder gradient multiplied by
     ``1 - tanh(alpha * rho)``; the others keep theirs. With generalisation enhancement, Gaussian noise
     with the per-tensor standard deviation of the unmodulated gradient is then added to every
@@ -53,6 +54,9 @@ class OGMGECallback(BalancingCallback):
         alpha: Modulation strength (0.8 for CREMA-D in the paper, 0.1 for VGGSound).
         generalization_enhancement: Add the GE noise.
         features: Modality -> submodule whose output are its features (default: the modality's path).
+        head: The model's final linear layer (e.g. ``"model.fusion_module.fc_out"``), or one per
+            modality for a sum fusion: the scores come from it, nothing is asked of the model.
+        head_widths: Each modality's input columns of a concat ``head`` (default: equal).
         target: Batch key or index of the labels.
         start_epoch: First modulated epoch (the paper: 0).
         end_epoch: First epoch after the window, exclusive (the paper modulates epochs 0-50: 51).
@@ -73,6 +77,8 @@ class OGMGECallback(BalancingCallback):
         alpha: PositiveFloat = 0.8,
         generalization_enhancement: bool = True,
         features: Mapping[str, str] | None = None,
+        head: HeadSpec | None = None,
+        head_widths: Mapping[str, int] | None = None,
         target: BatchKey = "label",
         start_epoch: NonNegativeInt = 0,
         end_epoch: PositiveInt | None = 51,
@@ -83,6 +89,8 @@ class OGMGECallback(BalancingCallback):
         super().__init__(
             modalities,
             features=features,
+            head=head,
+            head_widths=head_widths,
             target=target,
             start_epoch=start_epoch,
             end_epoch=end_epoch,
@@ -99,9 +107,9 @@ class OGMGECallback(BalancingCallback):
     def update_coefficients(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         labels = self.labels()
         with torch.no_grad():
-            shares = protocol.split_logits(pl_module, {m: f.detach() for m, f in self.features().items()})
+            shares = self.access.split_logits({m: f.detach() for m, f in self.features().items()})
         self.scores = self.reduce(trainer, true_class_probability_sums(shares, labels), op="sum")
-        self.multipliers.update(ogm_coefficients(self.scores, self.alpha))
+        self._coefficients.update(ogm_coefficients(self.scores, self.alpha))
 
     def _before_step_modulation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
         # The GE noise has the spread of the unmodulated gradient: measure it before "grad" scales it.
@@ -117,7 +125,7 @@ class OGMGECallback(BalancingCallback):
         generator = None
         with torch.no_grad():
             for modality, parameters in self._modality_parameters(optimizer).items():
-                k = self.multipliers.get(modality, 1.0)
+                k = self._coefficients.get(modality, 1.0)
                 for parameter in parameters:
                     grad = parameter.grad
                     assert grad is not None

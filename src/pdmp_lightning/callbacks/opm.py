@@ -8,13 +8,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from pdmp_lightning import protocol
 from pdmp_lightning.batch import BatchKey
 from pdmp_lightning.callbacks.balancing import BalancingCallback, score_ratios, true_class_probability_sums
 from pdmp_lightning.errors import config_error, is_number
+from pdmp_lightning.fusion_access import HeadSpec, LinearHeadAccess
 from pdmp_lightning.modality import ModalitySpecInput
 from pdmp_lightning.types import NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveInt
 
@@ -59,8 +59,9 @@ class OPMCallback(BalancingCallback):
     the split-logit scores ``s_m`` of the batch (summed over processes) give ``rho``; the modality with
     the largest ``rho > 1`` has its features zeroed per sample with probability
     ``q = q_base (1 + lam tanh(rho - 1))``, and kept features are rescaled by ``1 / (1 - theta)``
-    (see :func:`drop_features`). It acts through a forward pre-hook on the module's ``fusion``, so no
-    gradient is scaled. Only one modality is dropped per step, so no sample ever loses every
+    (see :func:`drop_features`). It acts through a forward pre-hook on the named concat ``head`` (its
+    input columns are the features) or on the module's ``fusion`` (called with a dict of features),
+    so no gradient is scaled. Only one modality is dropped per step, so no sample ever loses every
     modality (the original's rule for dropping such samples never applies).
 
     Args:
@@ -68,6 +69,14 @@ class OPMCallback(BalancingCallback):
         q_base: Base drop probability.
         lam: Strength of the ratio's effect on the drop probability.
         p_exe: Probability that a step modulates at all.
+        head: The model's final linear layer, a concat head (e.g. ``"model.fusion_module.fc_out"``):
+            its input is dropped and rescaled, nothing is asked of the model.
+        head_widths: Each modality's input columns of ``head`` (default: equal).
+        q_gradient: Reproduce the official code's extra gradient through ``theta -> q`` (needs
+            ``head``): there the drop probability is computed from the encoders' live features and
+            the rescaling's backward returns ``theta`` itself as the gradient of ``theta``, so every
+            executed step pushes ``theta * d theta / d features`` into the encoders, unrelated to
+            the loss. Off by default: the paper's method computes ``q`` without a gradient.
         target: Batch key or index of the labels.
         start_epoch: First modulated epoch. The official code warms up while ``epoch <= 5``, so 6
             (the paper says 5 warm-up epochs).
@@ -81,6 +90,7 @@ class OPMCallback(BalancingCallback):
 
     required = ("split_logits", "fusion")
     needs_features = False
+    own_mechanism = "features"  # it changes the fusion's input; no gradient is scaled
 
     def __init__(
         self,
@@ -88,6 +98,9 @@ class OPMCallback(BalancingCallback):
         q_base: OpenUnitInterval = 0.5,
         lam: NonNegativeFloat = 0.5,
         p_exe: OpenUnitInterval = 0.7,
+        head: HeadSpec | None = None,
+        head_widths: Mapping[str, int] | None = None,
+        q_gradient: bool = False,
         target: BatchKey = "label",
         start_epoch: NonNegativeInt = 6,
         end_epoch: PositiveInt | None = None,
@@ -96,10 +109,11 @@ class OPMCallback(BalancingCallback):
     ) -> None:
         super().__init__(
             modalities,
+            head=head,
+            head_widths=head_widths,
             target=target,
             start_epoch=start_epoch,
             end_epoch=end_epoch,
-            mechanism="grad",  # no gradient is scaled: the multipliers stay 1
             seed=seed,
             log_every_n_steps=log_every_n_steps,
             log_prefix="opm",
@@ -109,16 +123,24 @@ class OPMCallback(BalancingCallback):
                 raise config_error(name, value, f"a number in ({low:g}, {high:g}]")
         if not is_number(lam, at_least=0):
             raise config_error("lam", lam, "a finite number >= 0")
+        if q_gradient and head is None:
+            raise config_error(
+                "q_gradient",
+                q_gradient,
+                "False, or True together with head='<the concat head's path>'",
+                "the official gradient through q is taken with the head's weights detached, which needs the head.",
+            )
         self.q_base, self.lam, self.p_exe = float(q_base), float(lam), float(p_exe)
+        self.q_gradient = bool(q_gradient)
         self.last: dict[str, float] = {}
         self._trainer: pl.Trainer | None = None
-        self._pl_module: pl.LightningModule | None = None
-        self._fusion_handle: RemovableHandle | None = None
+        self._fusion_handles: list[RemovableHandle] = []
         self._fusion_ran = False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
-        self._trainer, self._pl_module = trainer, pl_module
+        self._trainer = trainer
+        self.access.fused_module(type(self).__name__)  # refused now, not when the window opens
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -129,49 +151,40 @@ class OPMCallback(BalancingCallback):
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         super().on_before_backward(trainer, pl_module, loss)
         if self.is_modulating and not self._fusion_ran:
+            where = f"head {self.head!r}" if self.head is not None else "fusion"
             raise config_error(
-                "fusion",
-                f"{type(getattr(pl_module, 'fusion', None)).__name__}, not called in this training step",
-                "the module's `fusion` called in the training forward, with a dict of modality features",
-                "OPM drops features on their way into `fusion`; a forward that fuses some other way gives it "
+                where,
+                f"{type(self.access.fused_module(type(self).__name__)).__name__}, not called in this training step",
+                "the model's fusion called in the training forward",
+                "OPM drops features on their way into the fusion; a forward that fuses some other way gives it "
                 "nothing to drop, and the step would train as if OPM were not there.",
             )
 
-    def _resolve_mechanism(self, trainer: pl.Trainer) -> str:
-        return "grad"  # OPM scales no gradient; the "grad" modulator with multipliers of 1 does nothing
-
     def _activate(self, trainer: pl.Trainer) -> None:
         super()._activate(trainer)
-        assert self._pl_module is not None
-        fusion: nn.Module = getattr(self._pl_module, "fusion")  # noqa: B009 - checked to be a module
-        self._fusion_handle = fusion.register_forward_pre_hook(self._modulate, with_kwargs=True)
+        self._fusion_handles = self.access.register_feature_transform(self._modulate, type(self).__name__)
 
     def _detach(self) -> None:
         super()._detach()
-        if self._fusion_handle is not None:
-            self._fusion_handle.remove()
-            self._fusion_handle = None
+        for handle in self._fusion_handles:
+            handle.remove()
+        self._fusion_handles.clear()
 
-    def _modulate(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not (module.training and torch.is_grad_enabled()):
-            return None
+    def _modulate(self, features: dict[str, Tensor]) -> dict[str, Tensor] | None:
         self._fusion_ran = True
-        if not args or not isinstance(args[0], Mapping):
-            given = ", ".join(type(a).__name__ for a in args) or "no positional argument"
-            raise config_error(
-                "fusion",
-                f"a call with ({given})",
-                "a call fusion({modality: features [B, d], ...}), the features OPM drops",
-                "OPM drops a modality's features on their way into the fusion; a fusion called with separate "
-                "tensors gives it nothing to drop. Call the fusion with a dict of features, as "
-                "MultimodalClassifier does, or wrap yours in a module that takes one.",
-            )
-        trainer, pl_module = self._trainer, self._pl_module
-        assert trainer is not None and pl_module is not None
-        features: Mapping[str, Tensor] = args[0]
+        trainer = self._trainer
+        assert trainer is not None
         labels = self.labels()
+        if features[self.modality_names[0]].shape[0] != labels.shape[0]:
+            rows = features[self.modality_names[0]].shape[0]
+            raise config_error(
+                "head" if self.head is not None else "fusion",
+                f"features with {rows} rows",
+                f"one row per sample ({labels.shape[0]} labels in this batch)",
+                "OPM drops whole samples of a modality; its fusion input must be pooled, one row per sample.",
+            )
         with torch.no_grad():
-            shares = protocol.split_logits(pl_module, {m: f.detach() for m, f in features.items()})
+            shares = self.access.split_logits({m: f.detach() for m, f in features.items()})
         ratios = score_ratios(self.reduce(trainer, true_class_probability_sums(shares, labels), op="sum"))
         device = next(iter(features.values())).device
         execute = float(torch.rand((), generator=self.step_generator(trainer, device), device=device)) < self.p_exe
@@ -186,7 +199,35 @@ class OPMCallback(BalancingCallback):
         generator = self.step_generator(trainer, device, per_rank=True, stream="drop")
         new_features, dropped, theta = drop_features(features, strongest, q, generator)
         self.last.update({"drop_probability": q, "theta": theta, f"dropped/{strongest}": float(dropped.float().mean())})
-        return (new_features, *args[1:]), kwargs
+        if self.q_gradient:
+            live_theta = self._live_theta(features, labels, strongest)
+            new_features[strongest] = _ThetaAsItsGradient.apply(new_features[strongest], live_theta)
+        return new_features
+
+    def _live_theta(self, features: Mapping[str, Tensor], labels: Tensor, strongest: str) -> Tensor:
+        """``theta`` as the official code computes it: from the live features, the head's weights detached."""
+        assert isinstance(self.access, LinearHeadAccess)
+        shares = self.access.split_logits(features, detach_weights=True)
+        performance = true_class_probability_sums(shares, labels)
+        others = torch.stack([p for m, p in performance.items() if m != strongest]).mean()
+        advantage = torch.tanh(torch.relu(performance[strongest] / others - 1))
+        q = torch.clip(self.q_base * (1 + self.lam * advantage), 0.0, 1.0)
+        total = sum(f.shape[1] for f in features.values())
+        return q * features[strongest].shape[1] / total
 
     def _method_metrics(self) -> dict[str, float | Tensor]:
         return {f"opm/{name}": value for name, value in self.last.items()}
+
+
+class _ThetaAsItsGradient(torch.autograd.Function):
+    """Identity on the features; ``theta``'s gradient is ``theta`` (the official ``custom_autograd.backward``)."""
+
+    @staticmethod
+    def forward(ctx: Any, features: Tensor, theta: Tensor) -> Tensor:
+        ctx.save_for_backward(theta)
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
+        (theta,) = ctx.saved_tensors
+        return grad, theta.detach().clone()

@@ -183,11 +183,6 @@ class PDMPCallback(ModalityModulationCallback):
         return dict(self._probe_scores) if self._probe_scores is not None else None
 
     @property
-    def coefficients(self) -> dict[str, float]:
-        """Modality -> multiplier applied during the modulation window (empty until the ranking is known)."""
-        return dict(self.multipliers)
-
-    @property
     def skip_probes_arguments(self) -> dict[str, Any]:
         """The arguments that make a later run train like this one without probing: ``{"ranking": [...]}``.
 
@@ -349,8 +344,8 @@ class PDMPCallback(ModalityModulationCallback):
     def _set_coefficients(self) -> None:
         assert self._ranking is not None
         coefficients = priority_coefficients(self._ranking, self.gamma_p, self.gamma_r, self.coefficient_formula)
-        self.multipliers.clear()
-        self.multipliers.update(coefficients)
+        self._coefficients.clear()
+        self._coefficients.update(coefficients)
         dominant, others = self._ranking[0], [k for m, k in coefficients.items() if m != self._ranking[0]]
         # The boost never falls below plain joint training, nor below what the other modalities get.
         floor = max([1.0, *others])
@@ -361,7 +356,7 @@ class PDMPCallback(ModalityModulationCallback):
             ceiling = min(ceiling, floor)  # joint training already follows the fastest modality
         self.boost = build_boost(self.adaptation, ceiling, floor) if coefficients[dominant] > floor else None
         if self.boost is not None:
-            self.multipliers[dominant] = self.boost.value
+            self._coefficients[dominant] = self.boost.value
 
     def _progress_text(self) -> str:
         outcome = self.probe_outcome
@@ -380,7 +375,7 @@ class PDMPCallback(ModalityModulationCallback):
         if state.get("name") != self.boost.name or state.get("dominant") != dominant:
             return
         self.boost.load_state_dict(dict(state))  # the ceiling too: the probes that set it did not run again
-        self.multipliers[dominant] = self.boost.value
+        self._coefficients[dominant] = self.boost.value
 
     def _activate(self, trainer: pl.Trainer) -> None:
         super()._activate(trainer)
@@ -401,7 +396,7 @@ class PDMPCallback(ModalityModulationCallback):
                 return trainer.strategy.reduce(tensor, reduce_op=op)
 
         if boost.step(parameters, reduce):
-            self.multipliers[dominant] = boost.value
+            self._coefficients[dominant] = boost.value
 
     def _method_metrics(self) -> dict[str, float | torch.Tensor]:
         if self.boost is None or self.boost.signal is None:
@@ -411,7 +406,7 @@ class PDMPCallback(ModalityModulationCallback):
     def _publish(self, trainer: pl.Trainer, outcome: ProbeOutcome | None) -> None:
         assert self._ranking is not None
         metric = self.probes.metric
-        table = format_table(self._ranking, self.multipliers, self._probe_scores, metric, outcome, self._skip_hint())
+        table = format_table(self._ranking, self._coefficients, self._probe_scores, metric, outcome, self._skip_hint())
         window = f"epochs {self.start_epoch}..{'end' if self.end_epoch is None else self.end_epoch - 1}"
         boost = self.boost
         if boost is None:
@@ -452,7 +447,7 @@ class PDMPCallback(ModalityModulationCallback):
             "probes": dataclasses.asdict(self.probes),
             "fingerprint": self.fingerprint,
         }
-        report = probe_report(outcome, self._ranking, self.multipliers, self.probes.metric, config)
+        report = probe_report(outcome, self._ranking, self._coefficients, self.probes.metric, config)
         if self.boost is not None:
             report["boost"] = self.boost.state_dict()
         if outcome is None and self._probe_scores is not None:

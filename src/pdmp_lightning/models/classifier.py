@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 import lightning.pytorch as pl
 import torch
@@ -144,16 +144,27 @@ class MultimodalClassifier(pl.LightningModule):
             raise RuntimeError("this MultimodalClassifier was built with unimodal_heads=False")
         return {m: head(features[m]) for m, head in self.unimodal_heads.items()}
 
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Class logits ``[B, num_classes]``."""
-        return self.fuse(self.encode(batch))
+    @overload
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor: ...
+
+    @overload
+    def forward(
+        self, batch: Mapping[str, Tensor], return_features: Literal[True]
+    ) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+    def forward(self, batch: Mapping[str, Tensor], return_features: bool = False) -> Any:
+        """Class logits ``[B, num_classes]`` (and each modality's features with ``return_features``)."""
+        features = self.encode(batch)
+        logits = self.fuse(features)
+        return (logits, features) if return_features else logits
 
     # --- Lightning ------------------------------------------------------------------------------
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        features = self.encode(batch)
+        # One call of the module itself: a callback can rerun the whole forward (AGM's masked passes).
+        logits, features = self(batch, return_features=True)
         labels = batch[LABEL_KEY]
-        loss = F.cross_entropy(self.fuse(features), labels)
+        loss = F.cross_entropy(logits, labels)
         self.log("train_loss", loss, prog_bar=True)
         if self.unimodal_heads is not None and self.unimodal_loss_weight > 0:
             unimodal = sum(F.cross_entropy(logits, labels) for logits in self.unimodal_logits(features).values())
