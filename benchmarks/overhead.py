@@ -14,6 +14,7 @@ parameter bytes. Writes ``docs/benchmarks/overhead.{json,md}``.
 
     python -m benchmarks.overhead                         # both sizes, 9 rounds x 40 steps
     python -m benchmarks.overhead --sizes large --append  # one size, kept beside the others' rows
+    python -m benchmarks.overhead --methods agm --append  # one method's rows (timed against plain again)
     python -m benchmarks.overhead --quick                 # 2 rounds x 6 steps, small model
 """
 
@@ -217,22 +218,24 @@ def modulated_bytes(size: Size) -> int:
     return sum(p.numel() * p.element_size() for p in model.encoders.parameters())
 
 
-def measure(size_name: str, rounds: int, steps: int) -> list[dict[str, Any]]:
+def measure(size_name: str, rounds: int, steps: int, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of one size; ``only`` times those methods (and plain, their reference) instead of all."""
     size = SIZES[size_name]
     order = random.Random(0)
     rows = []
     encoder_bytes = modulated_bytes(size)
+    selected = list(METHODS) if only is None else ["plain", *[m for m in METHODS if m in only and m != "plain"]]
     for optimizer in OPTIMIZERS:
-        medians: dict[str, list[float]] = {m: [] for m in METHODS}
+        medians: dict[str, list[float]] = {m: [] for m in selected}
         mechanisms: dict[str, str] = {}
         for _ in range(rounds):
-            methods = list(METHODS)
+            methods = list(selected)
             order.shuffle(methods)
             for method in methods:
                 times, mechanisms[method] = time_steps(size, optimizer, method, steps, warmup=3)
                 medians[method].append(statistics.median(times))
         plain_peak = peak_bytes(size, optimizer, "plain")
-        for method in METHODS:
+        for method in selected:
             if method == "plain":
                 continue
             ratios = [m / p for m, p in zip(medians[method], medians["plain"], strict=True)]
@@ -296,7 +299,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--append", action="store_true", help="keep the other sizes' rows of the existing JSON")
+    parser.add_argument(
+        "--methods", nargs="+", choices=[m for m in METHODS if m != "plain"], help="only these rows (default: all)"
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="keep the other sizes' and methods' rows of the existing JSON"
+    )
     parser.add_argument("--quick", action="store_true", help="2 rounds x 6 steps on the small model")
     options = parser.parse_args(argv)
     if options.quick:
@@ -315,10 +323,14 @@ def main() -> None:
         previous = json.loads(path.read_text())
         if (previous["rounds"], previous["steps"]) != (options.rounds, options.steps):
             raise SystemExit(f"--append: {path} was measured with other --rounds/--steps; rerun every size")
-        rows = [r for r in previous["rows"] if r["size"] not in options.sizes]
+        rows = [
+            r
+            for r in previous["rows"]
+            if r["size"] not in options.sizes or (options.methods is not None and r["method"] not in options.methods)
+        ]
     for size_name in options.sizes:
-        rows += measure(size_name, options.rounds, options.steps)
-    rows.sort(key=lambda r: list(SIZES).index(r["size"]))
+        rows += measure(size_name, options.rounds, options.steps, options.methods)
+    rows.sort(key=lambda r: (list(SIZES).index(r["size"]), r["optimizer"] != "sgd", list(METHODS).index(r["method"])))
     payload = {"machine": machine(), "rounds": options.rounds, "steps": options.steps, "rows": rows}
     write_json(f"{name}.json", payload)
     text = report(payload)

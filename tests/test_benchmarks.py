@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,18 @@ def test_the_overhead_benchmark_sees_the_parameter_copy_and_not_the_learning_rat
     assert by_rates < 0.01 * encoder_bytes < 0.4 * encoder_bytes < by_copy
     options = overhead.parse(["--quick"])
     assert (options.sizes, options.rounds, options.steps) == (["small"], 2, 6)
+
+
+def test_the_overhead_benchmark_times_one_method_against_plain() -> None:
+    from benchmarks import overhead
+
+    options = overhead.parse(["--methods", "agm", "--append"])
+    assert options.methods == ["agm"] and options.append
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's notes on the benchmark's bare loops, as its main() does
+        rows = overhead.measure("small", rounds=1, steps=2, only=options.methods)
+    assert [(r["optimizer"], r["method"], r["mechanism"]) for r in rows] == [
+        ("sgd", "agm", "responses"),
+        ("adamw", "agm", "responses"),
+    ]
+    assert all(r["ratio_median"] > 0 and len(r["ratios"]) == 1 for r in rows)

@@ -247,3 +247,37 @@ def test_methods_that_rerun_or_replace_refuse_sharded_strategies_in_setup(callba
     with pytest.raises(PDMPConfigurationError, match=rf"got 'FSDPStrategy'; expected a single-device or DDP .*{what}"):
         callback.setup(fake, mlp(), "fit")
     AGMCallback(MODALITIES, mechanism="grad").setup(fake, mlp(), "fit")  # on the encoders: sharding-safe
+
+
+# --- the modulation reached the model ----------------------------------------------------------------------
+
+
+def test_ogm_ge_refuses_parameters_the_loss_never_reaches() -> None:
+    module = mlp(unimodal_heads=True)  # unimodal heads without a unimodal loss: they never get a gradient
+    callback = OGMGECallback(
+        {"audio": r"re:^unimodal_heads\.audio\.", "visual": "encoders.visual"},
+        features={"audio": "encoders.audio", "visual": "encoders.visual"},
+    )
+    with pytest.raises(PDMPConfigurationError, match=r"`modalities\['audio'\]`: got '2 parameters, none with a grad"):
+        one_step(callback, module)
+    assert not callback.is_modulating
+
+
+class DetachesAudio(MultimodalClassifier):
+    """Trains on the audio features detached: the backward never reaches the audio encoder."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        features = self.encode(batch)
+        features = {**features, "audio": features["audio"].detach()}
+        labels = batch["label"]
+        unimodal = sum(F.cross_entropy(u, labels) for u in self.unimodal_logits(features).values())
+        return F.cross_entropy(self.fuse(features), labels) + unimodal
+
+
+def test_mmpareto_refuses_encoders_the_backward_never_reaches() -> None:
+    torch.manual_seed(0)
+    encoders = {m: MLPEncoder(in_features=16, hidden=[8], out_features=8) for m in ("audio", "visual")}
+    module = DetachesAudio(encoders, num_classes=4, unimodal_heads=True, unimodal_loss_weight=1.0, optimizer=SGD)
+    callback = MMParetoCallback(MODALITIES)
+    with pytest.raises(PDMPConfigurationError, match=r"whose gradient was never replaced \(encoders\.audio\."):
+        one_step(callback, module)

@@ -162,6 +162,22 @@ class MMParetoCallback(BalancingCallback):
         )
         super()._check_strategy(trainer)
 
+    def _check_the_modulation_reaches_the_model(self) -> None:
+        assert isinstance(self._modulator, _ReplacingModulator)
+        missed = [
+            n
+            for m, g in self.groups.items()
+            for n, p in zip(g.parameter_names, self._modulator.group_parameters[m], strict=True)
+            if id(p) in self._modulator.replacements
+        ]
+        if missed:
+            raise config_error(
+                "modalities",
+                f"{len(missed)} encoder parameters whose gradient was never replaced ({', '.join(missed[:5])})",
+                "encoders whose parameters the training loss reaches",
+                "the backward did not reach them, so MMPareto's gradients were computed and dropped.",
+            )
+
     def _build_modulator(self, mechanism: str, pl_module: pl.LightningModule) -> Modulator | None:
         return _ReplacingModulator(self.groups, dict(pl_module.named_parameters()), self._coefficients)
 
