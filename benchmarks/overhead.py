@@ -86,6 +86,7 @@ METHODS: dict[str, Callable[[], pl.Callback] | None] = {
     "ogm_ge": lambda: pdmp_lightning.OGMGECallback(MODALITIES),
     "opm": lambda: pdmp_lightning.OPMCallback(MODALITIES, start_epoch=0),
     "agm": lambda: pdmp_lightning.AGMCallback(MODALITIES),
+    "agm_features": lambda: pdmp_lightning.AGMCallback(MODALITIES, masking="features"),
     "mmpareto": lambda: pdmp_lightning.MMParetoCallback(MODALITIES),
 }
 #: What each row measures, for the report.
@@ -100,7 +101,8 @@ DESCRIPTIONS = {
     "pdmp_update_copy": "PDMP constants, `mechanism='update'`, optimizer not learning-rate linear (parameter copy)",
     "ogm_ge": "OGM-GE",
     "opm": "OPM",
-    "agm": "AGM",
+    "agm": "AGM (official: masked passes rerun the model)",
+    "agm_features": "AGM, `masking='features'` (masked passes rerun the fusion only)",
     "mmpareto": "MMPareto",
 }
 
