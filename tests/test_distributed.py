@@ -1,8 +1,14 @@
-"""Two CPU processes (``ddp_spawn``, gloo): every rank probes its own shard and ends identical."""
+"""Two CPU processes (gloo): every rank probes its own shard and ends identical.
+
+``ddp_spawn`` in pytest; ``ddp`` (the CLI) and FSDP2 (``ModelParallelStrategy`` with ``fully_shard`` per
+encoder) through ``tests/fsdp2_run.py`` or the command line in subprocesses, since their launchers run the
+script again for rank 1. Marked ``distributed``: ``pytest -m distributed`` runs this part alone.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +24,20 @@ from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 from tests.helpers import MultiplierHistory, WithValidation, pdmp, plateau_task, trainer
 from tests.test_update_mechanism import GroupedModel
 
+pytestmark = pytest.mark.distributed
+
 
 class RankRecorder(pl.Callback):
     """Saves what each rank holds at the end of training."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.boost_at_start: Any = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Listed after the PDMPCallback: its own on_train_start (probes or restore) has run.
+        callback = next(c for c in trainer.callbacks if isinstance(c, PDMPCallback))  # type: ignore[attr-defined]
+        self.boost_at_start = copy.deepcopy(callback.state_dict()["boost"])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         callback = next(c for c in trainer.callbacks if isinstance(c, PDMPCallback))  # type: ignore[attr-defined]
@@ -39,10 +53,17 @@ class RankRecorder(pl.Callback):
                 "probe_sizes": (outcome.epoch_batches, outcome.val_samples) if outcome else None,
                 "probe_curves": {m: (c.stopped, c.epochs) for m, c in outcome.curves.items()} if outcome else None,
                 "doubts": outcome.doubts() if outcome else None,
-                "parameters": {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters()},
+                "probes_ran": outcome is not None,
+                "boost_at_start": self.boost_at_start,
+                "parameters": full_parameters(pl_module),
             },
             self.directory / f"rank{trainer.global_rank}.pt",
         )
+
+
+def full_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter, whole: gathered from its shards under FSDP2 (DTensors), as is otherwise."""
+    return {n: getattr(p, "full_tensor", p.detach)().detach().cpu().clone() for n, p in module.named_parameters()}
 
 
 def two_process_trainer(tmp_path: Path, callbacks: list[pl.Callback], **overrides: Any) -> pl.Trainer:
@@ -181,10 +202,11 @@ class ParameterSaver(pl.Callback):
         self.directory = directory
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        full = {
-            n: getattr(p, "full_tensor", p.detach)().detach().cpu().clone() for n, p in pl_module.named_parameters()
-        }
-        torch.save({"parameters": full}, self.directory / f"rank{trainer.global_rank}.pt")
+        pdmp = next((c for c in trainer.callbacks if isinstance(c, PDMPCallback)), None)  # type: ignore[attr-defined]
+        torch.save(
+            {"parameters": full_parameters(pl_module), "mechanism": pdmp.mechanism_in_use if pdmp else None},
+            self.directory / f"rank{trainer.global_rank}.pt",
+        )
 
 
 def update_runs(tmp_path: Path, model: GroupedModel, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -213,17 +235,81 @@ def test_ddp_spawn_update_equals_per_modality_learning_rates(tmp_path: Path) -> 
         torch.testing.assert_close(value, reference[name], rtol=1e-6, atol=1e-7, msg=name)
 
 
-def test_fsdp2_update_equals_per_modality_learning_rates(tmp_path: Path) -> None:
-    # ModelParallelStrategy launches its second process by running the script again: a script, not pytest.
-    for mode in ("modulated", "reference"):
-        command = [sys.executable, "-m", "tests.fsdp2_run", mode, str(tmp_path / mode)]
-        subprocess.run(command, check=True, timeout=300, cwd=Path(__file__).parents[1])
+ROOT = Path(__file__).parents[1]
+
+
+def two_process_script(mode: str, directory: Path) -> None:
+    """``tests/fsdp2_run.py MODE DIR``: ModelParallelStrategy and ``ddp`` start rank 1 by running the script again."""
+    command = [sys.executable, "-m", "tests.fsdp2_run", mode, str(directory)]
+    subprocess.run(command, check=True, timeout=300, cwd=ROOT, capture_output=True)
+
+
+@pytest.mark.parametrize(("optimizer", "mechanism"), [("adamw", "update"), ("sgd", "grad")])
+def test_fsdp2_steps_equal_per_modality_learning_rates(tmp_path: Path, optimizer: str, mechanism: str) -> None:
+    """FSDP2 (``fully_shard`` per encoder, 2 CPU processes): PDMP's steps equal per-modality rates exactly."""
     results = []
-    for mode in ("modulated", "reference"):
-        rank0, rank1 = saved_by_each_rank(tmp_path / mode)
+    for role in ("modulated", "reference"):
+        two_process_script(f"{optimizer}-{role}", tmp_path / role)
+        rank0, rank1 = saved_by_each_rank(tmp_path / role)
         for parameter, value in rank0["parameters"].items():
             assert torch.equal(rank1["parameters"][parameter], value), parameter
         results.append(rank0["parameters"])
     modulated, reference = results
+    assert rank0["mechanism"] is None  # the reference runs without the callback
     for name, value in modulated.items():
         torch.testing.assert_close(value, reference[name], rtol=1e-6, atol=1e-7, msg=name)
+    assert torch.load(tmp_path / "modulated" / "rank0.pt", weights_only=True)["mechanism"] == mechanism
+
+
+def test_fsdp2_probes_rank_exactly_as_under_ddp(tmp_path: Path) -> None:
+    """Sharded encoders are probed from their gathered weights: the same probes, scores and ranking as DDP."""
+    for mode in ("probes-fsdp2", "probes-ddp"):
+        two_process_script(mode, tmp_path / mode)
+    (sharded0, sharded1), (ddp0, ddp1) = (saved_by_each_rank(tmp_path / m) for m in ("probes-fsdp2", "probes-ddp"))
+    for key in ("ranking", "scores", "coefficients", "probe_sizes", "probe_curves"):
+        assert sharded0[key] == sharded1[key] == ddp0[key] == ddp1[key], key
+    assert sharded0["probes_ran"] and sharded0["first_train_loss"] == ddp0["first_train_loss"]
+    assert sharded1["first_train_loss"] == ddp1["first_train_loss"] != sharded0["first_train_loss"]  # own shards
+    for name, value in sharded0["parameters"].items():
+        torch.testing.assert_close(value, ddp0["parameters"][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fsdp2_resume_restores_the_ranking_and_the_boost_without_probing(tmp_path: Path) -> None:
+    two_process_script("resume-fsdp2", tmp_path)
+    first, second = saved_by_each_rank(tmp_path / "first"), saved_by_each_rank(tmp_path / "second")
+    assert first[0]["probes_ran"] and not second[0]["probes_ran"] and not second[1]["probes_ran"]
+    assert first[0]["boost"]["value"] != 10.0  # the adaptive boost moved before the checkpoint
+    for rank in (0, 1):
+        assert second[rank]["ranking"] == first[rank]["ranking"]
+        assert second[rank]["boost_at_start"] == first[rank]["boost"]
+    assert second[0]["boost"] == second[1]["boost"]
+
+
+def test_the_cli_under_the_ddp_launcher_agrees_on_both_ranks(tmp_path: Path) -> None:
+    """``strategy=ddp`` runs the command again for rank 1 (what most users run): both ranks probe and agree."""
+    recorder = {"class_path": "tests.test_distributed.RankRecorder", "init_args": {"directory": str(tmp_path)}}
+    command = [
+        sys.executable,
+        "-m",
+        "pdmp_lightning",
+        "fit",
+        "--config",
+        "examples/configs/quickstart.yaml",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_epochs=2",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--data.init_args.num_samples=600",
+        f"--trainer.callbacks+={json.dumps(recorder)}",
+    ]
+    subprocess.run(command, check=True, timeout=300, cwd=ROOT, capture_output=True)
+    rank0, rank1 = saved_by_each_rank(tmp_path)
+    assert rank0["probes_ran"] and rank1["probes_ran"]
+    assert rank0["ranking"] == rank1["ranking"] and rank0["coefficients"] == rank1["coefficients"]
+    assert rank0["scores"] == rank1["scores"] and rank0["probe_curves"] == rank1["probe_curves"]
+    assert rank0["first_train_loss"] != rank1["first_train_loss"]  # each rank probed its own shard
+    for name, value in rank0["parameters"].items():
+        assert torch.equal(rank1["parameters"][name], value), name
+    reports = list(tmp_path.rglob("pdmp_probe_report.json"))
+    assert len(reports) == 1 and json.loads(reports[0].read_text())["ranking"] == rank0["ranking"]

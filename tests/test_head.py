@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import Tensor
 
 from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPConfigurationError
@@ -236,17 +236,22 @@ def test_the_old_name_of_the_coefficients_still_reads_them_with_a_warning() -> N
 
 
 @pytest.mark.parametrize(
-    ("callback", "what"),
+    ("callback", "why"),
     [
-        (AGMCallback(MODALITIES), r"AGMCallback\(mechanism='responses'\)"),
-        (MMParetoCallback(MODALITIES), "MMParetoCallback"),
+        (AGMCallback(MODALITIES), "masked passes rerun"),
+        (AGMCallback(MODALITIES, mechanism="grad"), "masked passes rerun"),
+        (MMParetoCallback(MODALITIES), "replaces each encoder's gradient"),
+        (OGMGECallback(MODALITIES), "score the modalities from the head's weights"),
+        (OPMCallback(MODALITIES), "score the modalities from the head's weights"),
     ],
 )
-def test_methods_that_rerun_or_replace_refuse_sharded_strategies_in_setup(callback: Any, what: str) -> None:
-    fake = SimpleNamespace(strategy=FSDPStrategy())
-    with pytest.raises(PDMPConfigurationError, match=rf"got 'FSDPStrategy'; expected a single-device or DDP .*{what}"):
+@pytest.mark.parametrize("strategy", [FSDPStrategy, ModelParallelStrategy])
+def test_the_baselines_refuse_sharded_strategies_in_setup(callback: Any, why: str, strategy: Any) -> None:
+    fake = SimpleNamespace(strategy=strategy())
+    name = type(callback).__name__
+    pattern = rf"got '{strategy.__name__}'; expected a single-device or DDP strategy for {name}.*{why}"
+    with pytest.raises(PDMPConfigurationError, match=pattern):
         callback.setup(fake, mlp(), "fit")
-    AGMCallback(MODALITIES, mechanism="grad").setup(fake, mlp(), "fit")  # on the encoders: sharding-safe
 
 
 # --- the modulation reached the model ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 from torch import Tensor, nn
 
 from pdmp_lightning import MMParetoCallback, PDMPCallback, PDMPConfigurationError
@@ -183,3 +183,38 @@ def test_sharded_strategies_are_refused_in_setup_before_any_hook(strategy: type)
     assert not forced.is_modulating and not pareto.is_modulating
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     pdmp().setup(fake, model, "fit")  # type: ignore[arg-type]  # auto picks a sharding-safe mechanism later
+
+
+def test_fsdp1_refuses_the_probes_in_setup_but_not_a_given_ranking() -> None:
+    fake = SimpleNamespace(strategy=FSDPStrategy())
+    probing = PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"})
+    with pytest.raises(
+        PDMPConfigurationError, match=r"got 'FSDPStrategy, with probes'; expected ModelParallelStrategy"
+    ):
+        probing.setup(fake, TwoModalityModel(), "fit")  # type: ignore[arg-type]
+    pdmp().setup(fake, TwoModalityModel(), "fit")  # type: ignore[arg-type]
+
+
+def test_fsdp2_keeps_an_unsharded_copy_of_each_encoder_for_the_probes() -> None:
+    model = TwoModalityModel()
+    callback = PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"})
+    callback.setup(SimpleNamespace(strategy=ModelParallelStrategy()), model, "fit")  # type: ignore[arg-type]
+    assert sorted(callback._probe_templates) == ["audio_encoder", "visual_encoder"]
+    template = callback._probe_templates["audio_encoder"]
+    assert template is not model.audio_encoder
+    assert all(torch.equal(a, b) for a, b in zip(template.parameters(), model.audio_encoder.parameters(), strict=True))
+    callback.setup(SimpleNamespace(strategy=SingleDeviceStrategy("cpu")), model, "fit")  # type: ignore[arg-type]
+    assert callback._probe_templates == {}  # nothing copied where deep copies work
+
+
+def test_a_sharded_encoder_without_its_copy_is_an_error_with_the_ways_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pdmp_lightning.modality import parse_modality_specs, resolve_modality_groups
+    from pdmp_lightning.probing import probe
+
+    model = TwoModalityModel()
+    groups = resolve_modality_groups(model, parse_modality_specs({"audio": "audio_encoder"}))
+    monkeypatch.setattr(probe, "is_sharded", lambda module: True)
+    with pytest.raises(
+        PDMPConfigurationError, match=r"`audio_encoder`: got 'a sharded module .*probe_encoder.*ranking"
+    ):
+        probe.copy_encoder(model, "audio", groups["audio"])

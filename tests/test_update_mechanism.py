@@ -26,6 +26,7 @@ from pdmp_lightning.modulation import is_learning_rate_linear, mechanisms, regis
 from tests.helpers import MODALITIES, K, TwoModalityModel, parameters, pdmp, random_data, trainer
 
 OPTIMIZERS: dict[str, Any] = {
+    "sgd": lambda groups: torch.optim.SGD(groups),
     "sgd_momentum_decay": lambda groups: torch.optim.SGD(groups, momentum=0.9, weight_decay=0.05),
     "adamw": lambda groups: torch.optim.AdamW(groups, weight_decay=0.0),
     "adamw_decay": lambda groups: torch.optim.AdamW(groups, weight_decay=0.1),

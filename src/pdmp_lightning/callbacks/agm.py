@@ -284,13 +284,11 @@ class AGMCallback(BalancingCallback):
         return super()._resolve_mechanism(trainer)
 
     def _check_strategy(self, trainer: pl.Trainer) -> None:
-        if self.mechanism != "responses":
-            super()._check_strategy(trainer)
-            return
         self._refuse_sharded(
             trainer,
-            "AGMCallback(mechanism='responses')",
-            "its masked passes rerun parts of a sharded model inside its own forward; use DDP.",
+            "AGMCallback",
+            "its masked passes rerun parts of the model inside its own forward, and it scores the responses "
+            "where FSDP holds the weights sharded; use DDP.",
         )
         super()._check_strategy(trainer)
 

@@ -183,6 +183,15 @@ class BalancingCallback(ModalityModulationCallback):
             self._access.detach()
         self._labels = None
 
+    def _check_strategy(self, trainer: pl.Trainer) -> None:
+        self._refuse_sharded(
+            trainer,
+            type(self).__name__,
+            "the baselines score the modalities from the head's weights and the features outside the module's "
+            "forward, where FSDP holds the weights sharded (gathering them there is not built); use DDP.",
+        )
+        super()._check_strategy(trainer)
+
     # --- helpers --------------------------------------------------------------------------------
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -14,6 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim import Optimizer
 
@@ -30,6 +32,7 @@ from pdmp_lightning.modulation.coefficients import (
 )
 from pdmp_lightning.modulation.mechanisms import Mechanism
 from pdmp_lightning.probing.outcome import ProbeOutcome, rank_by_score
+from pdmp_lightning.probing.probe import is_sharded
 from pdmp_lightning.probing.report import (
     REPORT_FILENAME,
     cost_message,
@@ -156,6 +159,7 @@ class PDMPCallback(ModalityModulationCallback):
         self._report_path_given = None if report_path is None else Path(report_path)
         self.report_path: Path | None = self._report_path_given
         self._given_ranking = self._check_ranking(ranking) if ranking is not None else None
+        self._probe_templates: dict[str, torch.nn.Module] = {}
         self._ranking: list[str] | None = self._given_ranking
         self._probe_scores: dict[str, float] | None = None
         self._restored: dict[str, Any] | None = None
@@ -199,6 +203,30 @@ class PDMPCallback(ModalityModulationCallback):
         return ", ".join(f"{name}={value!r}" for name, value in self.skip_probes_arguments.items())
 
     # --- Lightning hooks ------------------------------------------------------------------------
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._probe_templates = {}
+        if stage != "fit" or self._given_ranking is not None or not self._is_sharded(trainer):
+            return
+        if isinstance(trainer.strategy, FSDPStrategy):
+            raise config_error(
+                "Trainer(strategy=...)",
+                "FSDPStrategy, with probes",
+                "ModelParallelStrategy (FSDP2, fully_shard in configure_model) or DDP for the probes, or `ranking`",
+                "FSDP1 flattens the encoders' parameters, and copying them for the probes has not been built or "
+                "tested (it needs a GPU); pass ranking=[...] from a DDP or single-device probe run.",
+            )
+        # FSDP2 forbids deep copies of sharded modules: keep an unsharded copy of each encoder now, before
+        # configure_model shards it; the probes load the gathered full weights into it.
+        for spec in self._specs.values():
+            for path in spec.paths:
+                try:
+                    module = pl_module.get_submodule(path)
+                except AttributeError:
+                    continue  # created in configure_model: copy_encoder says what to do if it gets sharded
+                if not is_sharded(module):
+                    self._probe_templates[path] = copy.deepcopy(module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Resolved first: an incompatible mechanism or window fails before any probe runs or report is written.
@@ -295,7 +323,8 @@ class PDMPCallback(ModalityModulationCallback):
     def _probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeOutcome:
         runner = ProbeRunner(self.probes, self.inputs, self.target)
         with preserved_rng_state():
-            outcome = runner.run(trainer, pl_module, self.groups)
+            outcome = runner.run(trainer, pl_module, self.groups, self._probe_templates)
+        self._probe_templates = {}  # the probes are built: the copies are not needed any more
         # Scores are already identical across ranks; deciding once on rank 0 makes it certain.
         self._ranking = trainer.strategy.broadcast(rank_by_score(outcome.scores), src=0)
         self._probe_scores = outcome.scores

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pdmp_lightning.errors import config_error
+
+try:  # public since torch 2.4
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover - older torch, or a build without torch.distributed
+    try:
+        from torch.distributed._tensor import DTensor  # type: ignore[attr-defined]
+    except ImportError:
+        DTensor = None  # type: ignore[assignment,misc]
 from pdmp_lightning.modality import ModalityGroup
 
 PROBE_ENCODER_HOOK = "probe_encoder"
@@ -82,15 +91,24 @@ def unfold(output: Tensor, fold: int, frame_major: bool = False) -> Tensor:
     return output.reshape(output.shape[0], -1)
 
 
-def copy_encoder(pl_module: nn.Module, modality: str, group: ModalityGroup) -> nn.Module:
-    """A deep copy, at its current weights, of what encodes ``modality`` in ``pl_module``.
+def copy_encoder(
+    pl_module: nn.Module,
+    modality: str,
+    group: ModalityGroup,
+    templates: Mapping[str, nn.Module] | None = None,
+) -> nn.Module:
+    """An unsharded copy, at its current weights, of what encodes ``modality`` in ``pl_module``.
 
     The module's own ``probe_encoder(modality)`` method is used when it has one; otherwise the
-    group's submodule (several submodules are chained in the order given).
+    group's submodule (several submodules are chained in the order given). A submodule whose
+    parameters are sharded (FSDP2 ``fully_shard``, which forbids deep copies) is rebuilt from
+    ``templates[path]``, its unsharded copy taken before ``configure_model`` sharded it, and loaded
+    with the gathered full state: every process must call this, in the same order.
 
     Raises:
         PDMPConfigurationError: The modality was given by regex and the module has no
-            ``probe_encoder`` method, so there is no encoder to copy.
+            ``probe_encoder`` method, so there is no encoder to copy; or a sharded encoder has no
+            template.
     """
     custom = getattr(pl_module, PROBE_ENCODER_HOOK, None)
     if callable(custom):
@@ -99,7 +117,7 @@ def copy_encoder(pl_module: nn.Module, modality: str, group: ModalityGroup) -> n
             raise config_error(
                 f"{type(pl_module).__name__}.{PROBE_ENCODER_HOOK}({modality!r})", encoder, "an nn.Module"
             )
-        return copy.deepcopy(encoder)
+        return unsharded_copy(encoder, None, f"{type(pl_module).__name__}.{PROBE_ENCODER_HOOK}({modality!r})")
     if not group.modules:
         raise config_error(
             f"modalities[{modality!r}]",
@@ -108,8 +126,37 @@ def copy_encoder(pl_module: nn.Module, modality: str, group: ModalityGroup) -> n
             f"pass `ranking` to skip the probes, or give your LightningModule a method "
             f"`{PROBE_ENCODER_HOOK}(self, modality) -> nn.Module` returning the encoder to probe.",
         )
-    modules = [copy.deepcopy(module) for module in group.modules]
+    modules = [
+        unsharded_copy(module, (templates or {}).get(path), path)
+        for module, path in zip(group.modules, group.module_paths, strict=True)
+    ]
     return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Whether any parameter of ``module`` is a ``DTensor`` (sharded by FSDP2 or a device mesh)."""
+    return DTensor is not None and any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def unsharded_copy(module: nn.Module, template: nn.Module | None, where: str) -> nn.Module:
+    """``copy.deepcopy(module)``; for a sharded module, ``template`` loaded with its gathered full state."""
+    if not is_sharded(module):
+        return copy.deepcopy(module)
+    if template is None:
+        raise config_error(
+            where,
+            "a sharded module (its parameters are DTensors)",
+            "an encoder the probes can copy: the callback copies each encoder before configure_model shards it",
+            "create the encoders in __init__ and shard them in configure_model, give the module a "
+            "`probe_encoder(self, modality)` returning an unsharded encoder, or pass `ranking` to skip the probes.",
+        )
+    full = {
+        name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().clone()
+        for name, value in module.state_dict().items()
+    }
+    copied = copy.deepcopy(template)
+    copied.load_state_dict(full, assign=True)
+    return copied
 
 
 def build_probe(encoder: nn.Module, sample: Tensor, num_classes: int, modality: str = "") -> UnimodalProbe:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.plugins import MixedPrecision, Precision
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torch.amp.grad_scaler import GradScaler
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Subset
 from torchmetrics import Metric
@@ -73,9 +73,16 @@ class ProbeRunner:
         self._precision: Precision = Precision()
 
     def run(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, groups: Mapping[str, ModalityGroup]
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        groups: Mapping[str, ModalityGroup],
+        templates: Mapping[str, nn.Module] | None = None,
     ) -> ProbeOutcome:
         """Trains and scores the probes; leaves ``pl_module`` untouched.
+
+        ``templates`` (submodule path -> its unsharded copy from before ``configure_model``) rebuild
+        encoders that a sharded strategy has sharded; see :func:`~pdmp_lightning.probing.probe.copy_encoder`.
 
         Raises:
             PDMPConfigurationError: Missing batch keys, labels out of range, empty loaders, an
@@ -90,7 +97,7 @@ class ProbeRunner:
         num_classes = self._num_classes(trainer, pl_module, data.train)
         with self._precision.forward_context():
             probes = {
-                m: build_probe(copy_encoder(pl_module, m, g), self._input(first, m), num_classes, m)
+                m: build_probe(copy_encoder(pl_module, m, g, templates), self._input(first, m), num_classes, m)
                 for m, g in groups.items()
             }
         for modality, probe in probes.items():
