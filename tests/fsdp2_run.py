@@ -39,9 +39,16 @@ class ShardedGroupedModel(GroupedModel):
 
 
 class ShardedWithValidation(WithValidation):
-    """The probes' test model; sharded per encoder under FSDP2, left whole under DDP."""
+    """The probes' test model; sharded per encoder under FSDP2, left whole under DDP.
+
+    ``configure_model`` also changes the encoders' weights (as loading pretrained weights there
+    would): the probes must start from these, not from the copy the callback took in ``setup``.
+    """
 
     def configure_model(self) -> None:
+        with torch.no_grad():
+            for parameter in [*self.audio_encoder.parameters(), *self.visual_encoder.parameters()]:
+                parameter.mul_(0.5)
         if self.device_mesh is not None:
             shard(self)
 

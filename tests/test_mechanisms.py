@@ -212,7 +212,9 @@ def test_a_sharded_encoder_without_its_copy_is_an_error_with_the_ways_out(monkey
     from pdmp_lightning.probing import probe
 
     model = TwoModalityModel()
-    groups = resolve_modality_groups(model, parse_modality_specs({"audio": "audio_encoder"}))
+    groups = resolve_modality_groups(
+        model, parse_modality_specs({"audio": "audio_encoder", "visual": "visual_encoder"})
+    )
     monkeypatch.setattr(probe, "is_sharded", lambda module: True)
     with pytest.raises(
         PDMPConfigurationError, match=r"`audio_encoder`: got 'a sharded module .*probe_encoder.*ranking"
