@@ -276,6 +276,8 @@ def test_fsdp2_probes_rank_exactly_as_under_ddp(tmp_path: Path) -> None:
 
 def test_fsdp2_resume_restores_the_ranking_and_the_boost_without_probing(tmp_path: Path) -> None:
     two_process_script("resume-fsdp2", tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_dir() and len(list(last.glob("*.distcp"))) == 2  # a distributed checkpoint, one shard per rank
     first, second = saved_by_each_rank(tmp_path / "first"), saved_by_each_rank(tmp_path / "second")
     assert first[0]["probes_ran"] and not second[0]["probes_ran"] and not second[1]["probes_ran"]
     assert first[0]["boost"]["value"] != 10.0  # the adaptive boost moved before the checkpoint
