@@ -302,3 +302,51 @@ def test_paper_recipe_configs_parse(name: str, capsys: pytest.CaptureFixture[str
     methods = [c["class_path"] for c in config["trainer"]["callbacks"]]
     expected = "pdmp_lightning.ModalityGradientMonitor" if name.endswith("joint") else "pdmp_lightning.PDMPCallback"
     assert expected in methods
+
+
+@pytest.mark.parametrize("name", ["cremad_transformer", "cremad_transformer_joint"])
+def test_the_transformer_recipe_parses_and_fits_a_step(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_data_audiovisual import make_cremad
+
+    config_path = CONFIGS / f"{name}.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config_path), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    encoders = printed["model"]["init_args"]["encoders"]
+    assert encoders["visual"]["class_path"] == "pdmp_lightning.models.VisionTransformerEncoder"
+    assert encoders["audio"]["class_path"] == "pdmp_lightning.models.SpectrogramTransformerEncoder"
+    assert encoders["visual"]["init_args"]["image_size"] == printed["data"]["init_args"]["image_size"] == 112
+
+    # One step on a generated CREMA-D layout: the spectrogram shape is the recipe's (257 x 188); the frames
+    # and the depth are made small for the CPU, in a copy of the config.
+    (tmp_path / "data").mkdir()
+    make_cremad(tmp_path / "data", num_train=8, num_test=2)
+    config = yaml.safe_load(config_path.read_text())
+    for encoder in config["model"]["init_args"]["encoders"].values():
+        encoder["init_args"].update(depth=1, width=24, heads=2)
+    config["model"]["init_args"]["encoders"]["visual"]["init_args"]["image_size"] = 32
+    # One batch of 8 holds the whole train split (8 clips less the carved validation ones): one step.
+    config["data"]["init_args"].update(root=str(tmp_path / "data"), image_size=32, batch_size=8, num_workers=0)
+    config["trainer"]["max_epochs"] = 1
+    for callback in config["trainer"]["callbacks"]:
+        if callback["class_path"] == "pdmp_lightning.PDMPCallback":
+            callback["init_args"]["start_epoch"] = 0  # modulate the one step
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump(config))
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(small),
+            "--config",
+            csv_logger_override(tmp_path),
+            "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+        ]
+    )
+    assert cli.trainer.global_step == 1
+    assert json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())["test"]["test_accuracy"] >= 0

@@ -3,6 +3,7 @@
 from pdmp_lightning.models.classifier import MultimodalClassifier
 from pdmp_lightning.models.encoders import ConvEncoder, MLPEncoder, ResNet18Encoder, WaveformEncoder
 from pdmp_lightning.models.fusion import ConcatFusion, FiLMFusion, Fusion, GatedFusion, SumFusion, build_fusion
+from pdmp_lightning.models.transformers import SpectrogramTransformerEncoder, VisionTransformerEncoder
 
 __all__ = [
     "ConcatFusion",
@@ -13,7 +14,9 @@ __all__ = [
     "MLPEncoder",
     "MultimodalClassifier",
     "ResNet18Encoder",
+    "SpectrogramTransformerEncoder",
     "SumFusion",
+    "VisionTransformerEncoder",
     "WaveformEncoder",
     "build_fusion",
 ]

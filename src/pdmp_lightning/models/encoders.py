@@ -12,6 +12,10 @@ sized from it, and takes only simple typed arguments, so it can be chosen from a
 * :class:`WaveformEncoder`: raw audio; a log-mel front end (torchaudio transforms only, no file
   decoding) followed by a ResNet-18 or small CNN backbone. Needs ``pip install "pdmp-lightning[audio]"``.
 
+Transformer encoders with the same contract are in :mod:`pdmp_lightning.models.transformers`
+(:class:`~pdmp_lightning.models.VisionTransformerEncoder`,
+:class:`~pdmp_lightning.models.SpectrogramTransformerEncoder`).
+
 Example:
     >>> import torch
     >>> encoder = MLPEncoder(in_features=6, hidden=[16], out_features=8)
