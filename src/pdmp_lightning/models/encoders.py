@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch.nn.functional as F
@@ -46,6 +46,14 @@ def _shape_error(argument: str, x: Tensor, allowed: str) -> ValueError:
 
 def _check_positive(argument: str, value: int) -> None:
     check_int(argument, value, 1, allowed="a positive integer")
+
+
+def encode_frames(encode: Callable[[Tensor], Tensor], video: Tensor, pooling: str) -> Tensor:
+    """Encodes a video ``[B, C, T, H, W]`` frame by frame (frames folded into the batch), pooled over time."""
+    batch, channels, time, height, width = video.shape
+    frames = video.transpose(1, 2).reshape(batch * time, channels, height, width)
+    features = encode(frames).reshape(batch, time, -1)
+    return features.amax(dim=1) if pooling == "max" else features.mean(dim=1)
 
 
 class MLPEncoder(nn.Module):
@@ -236,12 +244,7 @@ class ResNet18Encoder(nn.Module):
         if x.dim() == 4:
             out: Tensor = self.backbone(x)
             return out
-        batch, channels, time, height, width = x.shape
-        frames = x.transpose(1, 2).reshape(batch * time, channels, height, width)
-        features: Tensor = self.backbone(frames).reshape(batch, time, -1)
-        if self.temporal_pooling == "max":
-            return features.amax(dim=1)
-        return features.mean(dim=1)
+        return encode_frames(self.backbone, x, self.temporal_pooling)
 
 
 class WaveformEncoder(nn.Module):

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pdmp_lightning.errors import check_int, config_error
+from pdmp_lightning.models.encoders import encode_frames
 
 __all__ = ["SpectrogramTransformerEncoder", "VisionTransformerEncoder"]
 
@@ -155,10 +156,7 @@ class VisionTransformerEncoder(nn.Module):
         if x.dim() == 4:
             out: Tensor = self.transformer(x)
             return out
-        batch, _, time = x.shape[:3]
-        frames = x.transpose(1, 2).reshape(batch * time, channels, size, size)
-        features: Tensor = self.transformer(frames).reshape(batch, time, -1)
-        return features.amax(dim=1) if self.temporal_pooling == "max" else features.mean(dim=1)
+        return encode_frames(self.transformer, x, self.temporal_pooling)
 
 
 class SpectrogramTransformerEncoder(nn.Module):
