@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -28,6 +28,22 @@ STAGE_SPLITS: dict[str, tuple[str, ...]] = {
 ALL_SPLITS = ("train", "val", "test")
 #: How many missing paths a warning or an error quotes.
 MAX_EXAMPLES = 5
+
+
+def splits_to_build(stage: str | None, carved: bool, built: Collection[str]) -> list[str]:
+    """The splits ``stage`` needs (all three for None or an unknown stage) that are not in ``built``, in order.
+
+    With a carved validation split (``carved``: the dataset has no validation list), train and validation
+    are built together, since the one is cut out of the other.
+
+    Example:
+        >>> splits_to_build("validate", carved=True, built=[]), splits_to_build("test", carved=True, built=["test"])
+        (['train', 'val'], [])
+    """
+    wanted = set(STAGE_SPLITS.get(stage, ALL_SPLITS) if stage else ALL_SPLITS)
+    if carved and wanted & {"train", "val"}:
+        wanted |= {"train", "val"}
+    return [split for split in ALL_SPLITS if split in wanted and split not in built]
 
 
 @dataclass(frozen=True)
@@ -210,11 +226,8 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
         Raises:
             PDMPConfigurationError: A split needed by ``stage`` has no clip with all its files.
         """
-        wanted = set(STAGE_SPLITS.get(stage, ALL_SPLITS) if stage else ALL_SPLITS)
         carved = "val" not in self.entries
-        if carved and wanted & {"train", "val"}:
-            wanted |= {"train", "val"}
-        todo = [split for split in ALL_SPLITS if split in wanted and split not in self.datasets]
+        todo = splits_to_build(stage, carved, self.datasets)
         if not todo:
             return
         lists = [split for split in todo if split in self.entries]  # a carved "val" has no list of its own
