@@ -3,6 +3,7 @@
 from pdmp_lightning.data.audiovisual import AVEDataModule, CREMADDataModule, KineticsSoundsDataModule
 from pdmp_lightning.data.avdigits import AVDigitsDataModule
 from pdmp_lightning.data.base import LABEL_KEY, InMemoryMultimodalDataModule, TensorMultimodalDataset
+from pdmp_lightning.data.cefa import CeFADataModule
 from pdmp_lightning.data.mfeat import UCIMultipleFeaturesDataModule
 from pdmp_lightning.data.synthetic import SyntheticModality, SyntheticMultimodalDataModule
 
@@ -11,6 +12,7 @@ __all__ = [
     "AVDigitsDataModule",
     "AVEDataModule",
     "CREMADDataModule",
+    "CeFADataModule",
     "InMemoryMultimodalDataModule",
     "KineticsSoundsDataModule",
     "SyntheticModality",
