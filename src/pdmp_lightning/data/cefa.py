@@ -6,10 +6,10 @@ Where the layout comes from (public code read for it; no copy of the data was at
   line, ``train/<video>/profile/<frame>.jpg <label>``; ``4@{1,2,3}_dev_ref.txt`` lists one video folder
   a line, ``dev/<video> <label>``; ``phase2/4@{1,2,3}_test_res.txt`` lists test folders without labels.
   Label 1 is a live face. The depth and IR images of a frame have the same path with ``profile``
-  replaced by ``depth`` / ``ir``. Read in ``openvinotoolkit/training_extensions``-style loaders (class
-  ``CasiaSurfDataset``: ``4@{p}_{train,dev_ref,test_res}.txt``, ``re.sub('profile', 'depth' | 'ir', path)``)
-  and in Zitong Yu's CVPRW 2020 multi-modal baseline (``Loadtemporal_valtest_3modality``, video folder
-  ``<root>/<list name>/profile``).
+  replaced by ``depth`` / ``ir``. Read in challenge loaders such as a ``CasiaSurfDataset`` class by
+  K. Prokofiev (Intel, MIT licence: ``4@{p}_{train,dev_ref,test_res}.txt``, depth and IR paths by
+  ``re.sub('profile', 'depth' | 'ir', path)``) and Zitong Yu's CVPRW 2020 multi-modal baseline
+  (``Loadtemporal_valtest_3modality``: video folder ``<root>/<list name>/profile``).
 - The full release, as the first author's group reads it (``shicaiwei123/TMM-MMH`` and
   ``shicaiwei123/MMANet-CVPR2023``, ``datasets/cefa_dataset_class.py`` and ``cefa_protocol_class.py``,
   written by the CeFA author A. Liu): ``<Race>/<Race>-<ID>/<R>_<ID>_<Device>_<Session>_<PAI>/{profile,depth,ir}/*.jpg``
