@@ -60,6 +60,7 @@ def make_cefa(root: Path, num_train: int = 8, num_dev: int = 4, frames: int = 3)
         write_video(root / "train" / video, frames)
         label = label_from_video_name(video)
         train_lines += [f"train/{video}/profile/{i + 1:04d}.jpg {label}" for i in range(frames)]
+    train_lines[:2] = train_lines[1::-1]  # the order of a video's frames comes from their names
     write_text(root / "4@1_train.txt", [*train_lines, ""], bom=True, newline="\r\n")
     for video in videos["dev"]:
         write_video(root / "dev" / video, 2)
@@ -120,6 +121,11 @@ def test_frames_per_video_takes_evenly_spaced_frames(tmp_path: Path) -> None:
     datamodule.setup()
     assert datamodule.split_sizes() == {"train": 2, "val": 2, "test": 2}
     assert grey_level(datamodule.datasets["test"][0]["rgb"]) == pytest.approx(60, abs=2)  # the middle of 5 frames
+    two = CeFADataModule(str(tmp_path), image_size=SIZE, frames_per_video=2, val_fraction=0.5)
+    two.setup("fit")
+    samples = two.datasets["train"].samples + two.datasets["val"].samples
+    chosen = [sample.files[0].name for sample in samples if sample.video.endswith(train_video(0))]
+    assert chosen == ["0002.jpg", "0004.jpg"]  # frames 2 and 4 of 5 by name, though the list starts 0002, 0001
 
 
 def test_validation_carve_and_samples_are_deterministic(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from pdmp_lightning.data.audiovisual.media import (
     frame_transform,
     list_frames,
     load_frames,
+    natural_sort_key,
     select_frame_indices,
 )
 from pdmp_lightning.data.audiovisual.splits import read_rows, relative_path, stratified_validation_split
@@ -378,6 +379,7 @@ class CeFADataModule(SplitLoaders, pl.LightningDataModule):
                 label = next(entry.label for entry in listed if entry.frame is None)
                 named = {name for name, _ in names}
                 names += [(frame.name, label) for frame in frames if frame.name not in named]
+            names.sort(key=lambda item: natural_sort_key(item[0]))  # a video's frames in time order
             if self.frames_per_video is not None and names:
                 names = [names[i] for i in dict.fromkeys(select_frame_indices(len(names), self.frames_per_video))]
             for name, label in names:
