@@ -5,7 +5,13 @@ Batches are ``{"audio": float32 [B, ...], "visual": float32 [B, 3, T, H, W], "la
 """
 
 from pdmp_lightning.data.audiovisual.ave import AVEDataModule
-from pdmp_lightning.data.audiovisual.base import AudioVisualClipDataset, AudioVisualDataModule, Clip
+from pdmp_lightning.data.audiovisual.base import (
+    AudioVisualClipDataset,
+    AudioVisualDataModule,
+    Clip,
+    ClipDataset,
+    ClipListDataModule,
+)
 from pdmp_lightning.data.audiovisual.cremad import CREMAD_EMOTIONS, CREMADDataModule
 from pdmp_lightning.data.audiovisual.kinetics_sounds import KineticsSoundsDataModule
 from pdmp_lightning.data.audiovisual.splits import ClipEntry
@@ -17,6 +23,8 @@ __all__ = [
     "AudioVisualDataModule",
     "CREMADDataModule",
     "Clip",
+    "ClipDataset",
     "ClipEntry",
+    "ClipListDataModule",
     "KineticsSoundsDataModule",
 ]

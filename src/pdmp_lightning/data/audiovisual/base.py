@@ -1,4 +1,9 @@
-"""What the file-based audio-visual datamodules share: checked arguments, split handling, file checks, loaders."""
+"""What the file-based datamodules share: checked arguments, split handling, file checks, loaders.
+
+:class:`ClipListDataModule` holds what does not depend on the modalities (split lists, the file check and
+its warning, the carved validation split); :class:`AudioVisualDataModule` adds the audio and the frames
+of CREMA-D, AVE and Kinetics-Sounds, and ``UCF101DataModule`` the RGB frames and optical flow of UCF-101.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Generic, Protocol, TypeVar
 
 import lightning.pytorch as pl
 import torch
@@ -63,7 +69,35 @@ class Clip:
     audio: Path
 
 
-class AudioVisualClipDataset(Dataset[dict[str, Tensor]]):
+class LabelledClip(Protocol):
+    """What the split handling needs of a clip whose files were found: its class index."""
+
+    @property
+    def label(self) -> int:
+        """Class index."""
+        ...
+
+
+ClipT = TypeVar("ClipT", bound=LabelledClip)
+
+
+class ClipDataset(Dataset[dict[str, Tensor]], Generic[ClipT]):
+    """Samples read from the files of ``clips``; a subclass implements ``__getitem__``.
+
+    Args:
+        clips: The clips, with their files already found.
+        train: Training samples (random augmentation) or evaluation samples.
+    """
+
+    def __init__(self, clips: Sequence[ClipT], train: bool) -> None:
+        self.clips = list(clips)
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+class AudioVisualClipDataset(ClipDataset[Clip]):
     """Samples ``{"audio": float32 [...], "visual": float32 [3, T, H, W], "label": int64 []}`` read from files.
 
     Args:
@@ -74,14 +108,10 @@ class AudioVisualClipDataset(Dataset[dict[str, Tensor]]):
     """
 
     def __init__(self, clips: Sequence[Clip], num_frames: int, image_size: int, train: bool) -> None:
-        self.clips = list(clips)
+        super().__init__(clips, train)
         self.num_frames = num_frames
         self.image_size = image_size
-        self.train = train
         self.transform = frame_transform(image_size, train)
-
-    def __len__(self) -> int:
-        return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         clip = self.clips[index]
@@ -92,14 +122,14 @@ class AudioVisualClipDataset(Dataset[dict[str, Tensor]]):
         }
 
 
-class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
-    """Base of the datamodules that read preprocessed audio-visual datasets from disk.
+class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
+    """Base of the datamodules that read preprocessed clip datasets from disk, whatever their modalities.
 
     A subclass reads its split files in ``__init__`` (through :meth:`_index`), so :attr:`num_classes`
     and :attr:`modalities` are known before :meth:`setup`; :meth:`setup` then looks for every listed
-    clip's frames and audio. Clips whose frame folder is absent or holds no ``*.jpg``, or whose audio
-    file is absent, are skipped with a warning that gives their count and up to five paths; a split
-    left with no clip at all raises :class:`~pdmp_lightning.errors.PDMPConfigurationError`.
+    clip's files (:meth:`_find_files`). Clips with a missing file are skipped with a warning that gives
+    their count and up to five paths; a split left with no clip at all raises
+    :class:`~pdmp_lightning.errors.PDMPConfigurationError`.
 
     When the dataset has no validation list, ``val_fraction`` of the usable train clips (those whose
     files were found, in list order) is carved out as the validation split, stratified by class and
@@ -153,7 +183,7 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
         #: List ("train", "test" and any "val" list) -> the clips it names (before the file check of :meth:`setup`).
         self.entries: dict[str, list[ClipEntry]] = {}
         #: Split -> dataset of the clips whose files were found (filled by :meth:`setup`).
-        self.datasets: dict[str, AudioVisualClipDataset] = {}
+        self.datasets: dict[str, ClipDataset[ClipT]] = {}
 
     # --- what a subclass provides ---------------------------------------------------------------
 
@@ -169,20 +199,20 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
         """Split -> listed clips ("train", "test" and, if the dataset has one, "val"), and the class names."""
         raise NotImplementedError
 
-    def _frames_folder(self, clip_id: str) -> Path:
-        """The folder of a clip's frames."""
+    def _find_files(self, entry: ClipEntry) -> tuple[ClipT | None, str]:
+        """The clip with its files, or None and what is missing (a path and the reason)."""
         raise NotImplementedError
 
-    def _audio_candidates(self, clip_id: str) -> tuple[Path, ...]:
-        """A clip's possible audio files, preferred first (the first that exists is used)."""
+    def _dataset(self, clips: list[ClipT], train: bool) -> ClipDataset[ClipT]:
+        """The dataset of one split's usable clips (``train``: with the training transforms)."""
         raise NotImplementedError
-
-    # --- properties the CLI links into the model ---------------------------------------------------
 
     @property
     def modalities(self) -> list[str]:
-        """``["audio", "visual"]``, which are also the batch keys of their inputs."""
-        return ["audio", "visual"]
+        """The modality names, which are also the batch keys of their inputs."""
+        raise NotImplementedError
+
+    # --- properties the CLI links into the model ---------------------------------------------------
 
     @property
     def num_classes(self) -> int:
@@ -239,13 +269,11 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
                 examples = "; ".join(problems[:MAX_EXAMPLES])
                 raise self._root_error(f"no clip of the {split} list has all its files (e.g. {examples}).")
         for split in todo:
-            self.datasets[split] = AudioVisualClipDataset(
-                found[split], self.num_frames, self.image_size, train=split == "train"
-            )
+            self.datasets[split] = self._dataset(found[split], train=split == "train")
 
-    def _find_all(self, lists: Sequence[str]) -> tuple[dict[str, list[Clip]], list[str]]:
+    def _find_all(self, lists: Sequence[str]) -> tuple[dict[str, list[ClipT]], list[str]]:
         """The clips of ``lists`` whose files exist, and what is missing (warned about, count and examples)."""
-        found: dict[str, list[Clip]] = {}
+        found: dict[str, list[ClipT]] = {}
         problems: list[str] = []
         skipped: dict[str, int] = {}
         for split in lists:
@@ -267,7 +295,7 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
             )
         return found, problems
 
-    def _carve_validation(self, clips: list[Clip]) -> tuple[list[Clip], list[Clip]]:
+    def _carve_validation(self, clips: list[ClipT]) -> tuple[list[ClipT], list[ClipT]]:
         """Usable train clips -> (train, validation), stratified by class and seeded."""
         if len(clips) < 2 or self.val_fraction is None:
             raise self._root_error(
@@ -277,19 +305,6 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
         train, val = stratified_validation_split([clip.label for clip in clips], self.val_fraction, self.seed)
         return [clips[i] for i in train], [clips[i] for i in val]
 
-    def _find_files(self, entry: ClipEntry) -> tuple[Clip | None, str]:
-        """The clip with its files, or None and what is missing."""
-        folder = self._frames_folder(entry.clip_id)
-        frames = list_frames(folder)
-        if not frames:
-            reason = "no *.jpg frames in the folder" if folder.is_dir() else "frame folder absent"
-            return None, f"{folder} ({reason})"
-        candidates = self._audio_candidates(entry.clip_id)
-        audio = next((path for path in candidates if path.is_file()), None)
-        if audio is None:
-            return None, f"{' or '.join(str(path) for path in candidates)} (audio file absent)"
-        return Clip(entry.clip_id, entry.label, tuple(frames), audio), ""
-
     def split_sizes(self) -> dict[str, int]:
         """Usable clips per split built so far (after :meth:`setup`)."""
         return {split: len(dataset) for split, dataset in self.datasets.items()}
@@ -298,3 +313,57 @@ class AudioVisualDataModule(SplitLoaders, pl.LightningDataModule):
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
         return self.datasets[split]
+
+
+def frames_problem(folder: Path, what: str = "*.jpg frames") -> str:
+    """Why a clip's frame folder is unusable (absent, or without ``what``), for the missing-files warning."""
+    return f"{folder} ({f'no {what} in the folder' if folder.is_dir() else 'frame folder absent'})"
+
+
+class AudioVisualDataModule(ClipListDataModule[Clip]):
+    """Base of the datamodules that read preprocessed audio-visual datasets from disk.
+
+    See :class:`ClipListDataModule` for the split handling. :meth:`setup` looks for every listed clip's
+    frames and audio: clips whose frame folder is absent or holds no ``*.jpg``, or whose audio file is
+    absent, are skipped with a warning.
+
+    Args:
+        root: Dataset folder; every other path is relative to it.
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes.
+        num_frames: Frames per clip.
+        image_size: Height and width of the frames.
+        val_fraction: Share of the usable train clips carved into the validation split (None: the
+            dataset has its own validation list).
+        seed: Seed of the validation carve.
+    """
+
+    # --- what a subclass provides ---------------------------------------------------------------
+
+    def _frames_folder(self, clip_id: str) -> Path:
+        """The folder of a clip's frames."""
+        raise NotImplementedError
+
+    def _audio_candidates(self, clip_id: str) -> tuple[Path, ...]:
+        """A clip's possible audio files, preferred first (the first that exists is used)."""
+        raise NotImplementedError
+
+    @property
+    def modalities(self) -> list[str]:
+        """``["audio", "visual"]``, which are also the batch keys of their inputs."""
+        return ["audio", "visual"]
+
+    def _find_files(self, entry: ClipEntry) -> tuple[Clip | None, str]:
+        """The clip with its files, or None and what is missing."""
+        folder = self._frames_folder(entry.clip_id)
+        frames = list_frames(folder)
+        if not frames:
+            return None, frames_problem(folder)
+        candidates = self._audio_candidates(entry.clip_id)
+        audio = next((path for path in candidates if path.is_file()), None)
+        if audio is None:
+            return None, f"{' or '.join(str(path) for path in candidates)} (audio file absent)"
+        return Clip(entry.clip_id, entry.label, tuple(frames), audio), ""
+
+    def _dataset(self, clips: list[Clip], train: bool) -> AudioVisualClipDataset:
+        return AudioVisualClipDataset(clips, self.num_frames, self.image_size, train=train)

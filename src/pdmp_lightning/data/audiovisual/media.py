@@ -11,7 +11,7 @@ import pickle
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -100,6 +100,50 @@ def frame_transform(image_size: int, train: bool) -> FrameTransform:
     return transform
 
 
+def segment_indices(available: int, num_frames: int, train: bool) -> list[int]:
+    """Indices of ``num_frames`` frames out of ``available``, one per equal segment (TSN-style sampling).
+
+    Evaluation takes each segment's centre (:func:`select_frame_indices`); training draws one frame
+    uniformly inside each segment with the global torch generator (seeded by ``seed_everything``), as
+    the two-stream recipes of BalanceBenchmark and TSN do. With fewer frames than asked, both use every
+    frame once and repeat the last one.
+
+    Example:
+        >>> segment_indices(9, 3, train=False)
+        [1, 4, 7]
+        >>> all(3 * i <= index < 3 * (i + 1) for i, index in enumerate(segment_indices(9, 3, train=True)))
+        True
+    """
+    if not train or available <= num_frames:
+        return select_frame_indices(available, num_frames)
+    bounds = [i * available // num_frames for i in range(num_frames + 1)]
+    return [int(torch.randint(bounds[i], bounds[i + 1], ()).item()) for i in range(num_frames)]
+
+
+def decode_frames(paths: Sequence[Path], indices: Sequence[int], mode: Literal["RGB", "GRAY"] = "RGB") -> Tensor:
+    """Decodes ``paths[i]`` for each ``i`` of ``indices`` into one ``uint8 [len(indices), C, H, W]`` stack.
+
+    Each file is decoded once however often it is chosen; frames whose size differs from the first
+    chosen frame's are resized to it. ``mode`` ``"RGB"`` gives ``C = 3``, ``"GRAY"`` gives ``C = 1``.
+    """
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2 import functional as tvf
+
+    decoded: dict[int, Tensor] = {}
+    for index in dict.fromkeys(indices):
+        try:
+            decoded[index] = decode_image(str(paths[index]), mode=ImageReadMode[mode])
+        except (RuntimeError, OSError) as err:
+            raise RuntimeError(f"could not decode frame {paths[index]}: {err}") from err
+    size = list(decoded[indices[0]].shape[-2:])
+    return torch.stack(
+        [
+            decoded[i] if list(decoded[i].shape[-2:]) == size else tvf.resize(decoded[i], size, antialias=True)
+            for i in indices
+        ]
+    )
+
+
 def load_frames(paths: Sequence[Path], num_frames: int, transform: FrameTransform) -> Tensor:
     """Decodes the chosen frames of a clip and transforms them together into ``float32 [3, T, H, W]``.
 
@@ -108,22 +152,7 @@ def load_frames(paths: Sequence[Path], num_frames: int, transform: FrameTransfor
         num_frames: How many to return (see :func:`select_frame_indices`).
         transform: Applied to the ``uint8 [T, 3, H, W]`` stack.
     """
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2 import functional as tvf
-
-    indices = select_frame_indices(len(paths), num_frames)
-    decoded: dict[int, Tensor] = {}
-    for index in dict.fromkeys(indices):
-        try:
-            decoded[index] = decode_image(str(paths[index]), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as err:
-            raise RuntimeError(f"could not decode frame {paths[index]}: {err}") from err
-    size = list(decoded[indices[0]].shape[-2:])
-    frames = [
-        decoded[i] if list(decoded[i].shape[-2:]) == size else tvf.resize(decoded[i], size, antialias=True)
-        for i in indices
-    ]
-    stack: Tensor = transform(torch.stack(frames))
+    stack: Tensor = transform(decode_frames(paths, select_frame_indices(len(paths), num_frames)))
     return stack.permute(1, 0, 2, 3).contiguous()
 
 
