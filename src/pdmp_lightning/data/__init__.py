@@ -6,6 +6,7 @@ from pdmp_lightning.data.base import LABEL_KEY, InMemoryMultimodalDataModule, Te
 from pdmp_lightning.data.cefa import CeFADataModule
 from pdmp_lightning.data.mfeat import UCIMultipleFeaturesDataModule
 from pdmp_lightning.data.synthetic import SyntheticModality, SyntheticMultimodalDataModule
+from pdmp_lightning.data.ucf101 import UCF101DataModule
 
 __all__ = [
     "LABEL_KEY",
@@ -18,5 +19,6 @@ __all__ = [
     "SyntheticModality",
     "SyntheticMultimodalDataModule",
     "TensorMultimodalDataset",
+    "UCF101DataModule",
     "UCIMultipleFeaturesDataModule",
 ]

@@ -187,6 +187,9 @@ class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
 
     # --- what a subclass provides ---------------------------------------------------------------
 
+    #: Which arguments name the split files (said when one is missing).
+    _lists_hint = "the `*_split` arguments name the lists, relative to `root`"
+
     def _expected_layout(self) -> dict[str, str]:
         """Relative path -> what it holds, for the error messages; the split files come first."""
         raise NotImplementedError
@@ -228,7 +231,7 @@ class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
             problem = (
                 "does not exist or is not a folder"
                 if not self.root.is_dir()
-                else f"lacks {', '.join(missing)} (the `*_split` arguments name the lists, relative to `root`)"
+                else f"lacks {', '.join(missing)} ({self._lists_hint})"
             )
             raise self._root_error(f"{self.root} {problem}.")
         entries, class_names = self._read_lists()
