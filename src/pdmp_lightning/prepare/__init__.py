@@ -1,17 +1,19 @@
-"""Turns raw CREMA-D, AVE and Kinetics-Sounds downloads into the layouts the datamodules read.
+"""Turns raw CREMA-D, AVE, Kinetics-Sounds and UCF-101 downloads into the layouts the datamodules read.
 
 Usage::
 
     python -m pdmp_lightning.prepare cremad --raw CREMA-D --out data/cremad [--splits OGM-GE/data/CREMAD]
     python -m pdmp_lightning.prepare ave --raw AVE_Dataset --out data/ave
     python -m pdmp_lightning.prepare kinetics_sounds --raw ks_videos --splits ks_splits --out data/ks
+    python -m pdmp_lightning.prepare ucf101 --raw UCF101_download --out data/ucf101 [--fps F] [--flow tvl1]
 
 External programs: **ffmpeg** only (Debian/Ubuntu package ``ffmpeg``: ``apt-get install ffmpeg``), run
 through :mod:`subprocess` with explicit argument lists (never a shell) to cut frames and to decode audio.
 ``--ffmpeg PATH`` points at another binary. Python packages: numpy, torch, tqdm, soundfile (reads the
 decoded wav; ``torchaudio.load`` is not used because it needs torchcodec and FFmpeg's shared libraries)
 and, for Kinetics-Sounds, torchaudio (``torchaudio.compliance.kaldi.fbank``):
-``pip install "pdmp-lightning[audio]"``.
+``pip install "pdmp-lightning[audio]"``. UCF-101 needs OpenCV instead of soundfile for the optical flow
+(``opencv-contrib-python-headless``, in ``pip install "pdmp-lightning[av]"``).
 
 Layouts written under ``--out`` (those of the public preprocessing scripts, see the datamodules):
 
@@ -24,6 +26,12 @@ Layouts written under ``--out`` (those of the public preprocessing scripts, see 
   ``trainSet.txt``, ``valSet.txt``, ``testSet.txt`` (and ``Annotations.txt`` when present), copied.
 * ``kinetics_sounds``: ``visual/<name>/frame_00001.jpg ...`` (1 fps, at most 10 frames), ``audio/<name>.npy``
   (kaldi fbank 1024 x 128, see :func:`kinetics_fbank`), ``my_train.txt`` and ``my_test.txt``, copied.
+* ``ucf101``: ``frames/<clip>/00001.jpg ...`` (every frame, or ``--fps``), ``flow/<clip>/flow_x_00001.jpg``
+  and ``flow_y_00001.jpg ...`` (optical flow from each frame to the next, one fewer than the frames;
+  grayscale JPEGs of the flow clipped to [-20, 20] pixels and mapped onto 0..255, 128 = still),
+  ``ucfTrainTestlist/`` (``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``, copied) and
+  ``flow_method.txt`` (the method, OpenCV's version and the range). The videos are the ``.avi`` files
+  under ``--raw`` (searched recursively) that the lists name.
 
 Choices:
 
@@ -48,7 +56,12 @@ Choices:
 * Audio is always decoded by ffmpeg to a temporary 16-bit PCM mono wav at the recipe's rate and read
   with soundfile. AVE audio is the event segment, repeated until it fills 10 s (also when shorter than
   1 s) and cut to 10 s. Kinetics-Sounds audio is the whole clip at 16 kHz.
-* Frames: ffmpeg's ``fps=1`` filter, JPEG quality ``-q:v 2``, numbered from 1.
+* Frames: ffmpeg's ``fps=1`` filter (UCF-101: every frame, or ``fps=F``), JPEG quality ``-q:v 2``, numbered
+  from 1.
+* Optical flow (UCF-101): OpenCV's Dual TV-L1 (default parameters) where opencv-contrib provides it,
+  else Farneback (``--flow`` chooses); computed on the grayscale extracted frames, clipped to
+  [-20, 20] pixels, mapped linearly onto 0..255 and stored at JPEG quality 95. The method is
+  recorded in ``flow_method.txt``; resuming with another method is refused (``--overwrite`` redoes all).
 """
 
 from __future__ import annotations
@@ -76,6 +89,15 @@ from pdmp_lightning.prepare.files import TEMP_SUFFIX
 from pdmp_lightning.prepare.jobs import EXAMPLES_SHOWN, ClipJob, ClipResult, Output, PrepareSummary
 from pdmp_lightning.prepare.kinetics_sounds import KS_MAX_FRAMES, KS_SPLITS
 from pdmp_lightning.prepare.raw import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from pdmp_lightning.prepare.ucf101 import (
+    FLOW_BOUND,
+    FLOW_METHODS,
+    UCF101_LISTS,
+    compute_flow,
+    default_flow_method,
+    flow_to_uint8,
+    ucf101_list_clip,
+)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -90,6 +112,8 @@ __all__ = [
     "CREMAD_EMOTIONS",
     "DATASETS",
     "EXAMPLES_SHOWN",
+    "FLOW_BOUND",
+    "FLOW_METHODS",
     "INSTALL_HINT",
     "JPEG_QUALITY",
     "KS_AUDIO_RATE",
@@ -100,6 +124,7 @@ __all__ = [
     "KS_STD",
     "KS_TARGET_LENGTH",
     "TEMP_SUFFIX",
+    "UCF101_LISTS",
     "VIDEO_EXTENSIONS",
     "ClipFailure",
     "ClipJob",
@@ -109,10 +134,14 @@ __all__ = [
     "PrepareSummary",
     "ave_log_spectrogram",
     "build_parser",
+    "compute_flow",
     "cremad_emotion",
+    "default_flow_method",
     "find_ffmpeg",
+    "flow_to_uint8",
     "kinetics_fbank",
     "main",
     "prepare",
     "stratified_split",
+    "ucf101_list_clip",
 ]

@@ -1,4 +1,4 @@
-"""``python -m pdmp_lightning.prepare {cremad,ave,kinetics_sounds} --raw DIR --out DIR``."""
+"""``python -m pdmp_lightning.prepare {cremad,ave,kinetics_sounds,ucf101} --raw DIR --out DIR``."""
 
 from pdmp_lightning.prepare.cli import main
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pdmp_lightning.errors import PDMPConfigurationError, config_error
+from pdmp_lightning.errors import PDMPConfigurationError, config_error, is_number
 from pdmp_lightning.prepare.audio import _kaldi, _soundfile
 from pdmp_lightning.prepare.ave import _plan_ave
 from pdmp_lightning.prepare.cremad import _plan_cremad
@@ -18,10 +18,11 @@ from pdmp_lightning.prepare.ffmpeg import find_ffmpeg
 from pdmp_lightning.prepare.files import _remove_stale_temporaries
 from pdmp_lightning.prepare.jobs import PrepareSummary, _run_jobs
 from pdmp_lightning.prepare.kinetics_sounds import _plan_kinetics_sounds
+from pdmp_lightning.prepare.ucf101 import FLOW_METHODS, FlowMethod, _plan_ucf101, default_flow_method
 
 __all__ = ["DATASETS", "build_parser", "main", "prepare"]
 
-DATASETS = ("cremad", "ave", "kinetics_sounds")
+DATASETS = ("cremad", "ave", "kinetics_sounds", "ucf101")
 
 
 def prepare(
@@ -37,29 +38,33 @@ def prepare(
     limit: int | None = None,
     workers: int = 1,
     progress: bool = True,
+    fps: float | None = None,
+    flow: str | None = None,
 ) -> PrepareSummary:
     """Prepares one dataset; see the package docstring for the layouts and choices.
 
     Args:
-        dataset: ``cremad``, ``ave`` or ``kinetics_sounds``.
+        dataset: ``cremad``, ``ave``, ``kinetics_sounds`` or ``ucf101``.
         raw: The raw download.
         out: Where the prepared layout goes (created; must differ from ``raw``).
         ffmpeg: The ffmpeg program name or path.
         splits: Folder of the split files (CREMA-D: OGM-GE's csv files, else a drawn split; AVE and
-            Kinetics-Sounds: default ``raw``).
+            Kinetics-Sounds: default ``raw``; UCF-101: default ``raw/ucfTrainTestlist``, else ``raw``).
         overwrite: Redo frames and audio that already exist.
         test_fraction: CREMA-D without ``splits``: the test share per emotion (default 0.1).
         seed: CREMA-D without ``splits``: the split's seed (default 0).
         limit: Prepare only the first ``limit`` clips (sorted ids), for a trial run.
         workers: Clips prepared at once (threads; ffmpeg does the heavy work).
         progress: Show a progress bar on stderr.
+        fps: UCF-101: frames per second to extract (default: every frame).
+        flow: UCF-101: ``tvl1`` or ``farneback`` (default: TV-L1 where opencv-contrib provides it).
 
     Returns:
         The summary; ``summary.ready`` counts clips with complete outputs.
 
     Raises:
         PDMPConfigurationError: An argument is wrong (names the argument, the value and what is allowed).
-        ImportError: soundfile (or torchaudio for Kinetics-Sounds) is missing.
+        ImportError: soundfile (or torchaudio for Kinetics-Sounds, OpenCV for UCF-101) is missing.
     """
     started = time.perf_counter()
     if dataset not in DATASETS:
@@ -86,11 +91,27 @@ def prepare(
     fraction = 0.1 if test_fraction is None else test_fraction
     if not 0.0 < fraction < 1.0:
         raise config_error("--test-fraction", test_fraction, "a number strictly between 0 and 1")
+    if dataset != "ucf101":
+        for name, value in (("--fps", fps), ("--flow", flow)):
+            if value is not None:
+                raise config_error(name, value, "no value here", "it only applies to ucf101")
+    if fps is not None and not is_number(fps, above=0):
+        raise config_error("--fps", fps, "a positive number of frames per second (default: every frame)")
+    if flow is not None and flow not in FLOW_METHODS:
+        raise config_error("--flow", flow, f"one of {', '.join(FLOW_METHODS)}")
     if limit is not None and limit < 1:
         raise config_error("--limit", limit, "a positive number of clips")
     if workers < 1:
         raise config_error("--workers", workers, "a positive number of threads")
-    _soundfile()
+    method: FlowMethod | None = None
+    if dataset == "ucf101":
+        method = default_flow_method() if flow is None else flow
+        if method == "tvl1" and default_flow_method() != "tvl1":
+            raise config_error(
+                "--flow", flow, "farneback (this OpenCV has no TV-L1)", 'pip install "pdmp-lightning[av]" for TV-L1'
+            )
+    else:
+        _soundfile()
     if dataset == "kinetics_sounds":
         _kaldi()
 
@@ -98,6 +119,8 @@ def prepare(
         plan = _plan_cremad(raw_path, out_path, program, splits_path, fraction, 0 if seed is None else seed)
     elif dataset == "ave":
         plan = _plan_ave(raw_path, out_path, program, splits_path)
+    elif method is not None:
+        plan = _plan_ucf101(raw_path, out_path, program, splits_path, fps, method, overwrite)
     else:
         plan = _plan_kinetics_sounds(raw_path, out_path, program, splits_path)
     out_path.mkdir(parents=True, exist_ok=True)
@@ -132,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="DIR",
         help="The raw download: cremad: AudioWAV/ and VideoFlash/; ave: AVE/<id>.mp4 and the annotation "
-        "files; kinetics_sounds: the videos (searched recursively) and, unless --splits, my_train.txt/my_test.txt.",
+        "files; kinetics_sounds: the videos (searched recursively) and, unless --splits, my_train.txt/my_test.txt; "
+        "ucf101: the .avi videos (searched recursively) and, unless --splits, ucfTrainTestlist/.",
     )
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="Where the prepared layout goes (created)."
@@ -143,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="Folder of the split files. cremad: OGM-GE's train.csv/test.csv, copied (default: a split drawn "
-        "with --test-fraction and --seed). ave, kinetics_sounds: default --raw.",
+        "with --test-fraction and --seed). ave, kinetics_sounds: default --raw. ucf101: the official lists "
+        "(classInd.txt, trainlist0N.txt, testlist0N.txt); default --raw/ucfTrainTestlist, else --raw.",
     )
     parser.add_argument(
         "--ffmpeg",
@@ -178,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="Clips prepared at once (threads running ffmpeg; default 1).",
     )
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        metavar="F",
+        help="ucf101: frames per second to extract (default: every frame, as the two-stream recipes do).",
+    )
+    parser.add_argument(
+        "--flow",
+        choices=FLOW_METHODS,
+        default=None,
+        help="ucf101: the optical flow method (default: tvl1 where opencv-contrib provides it, else farneback).",
+    )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     return parser
 
@@ -202,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         "limit": arguments.limit,
         "workers": arguments.workers,
         "progress": not arguments.no_progress,
+        "fps": arguments.fps,
+        "flow": arguments.flow,
     }
     try:
         summary = prepare(arguments.dataset, arguments.raw, arguments.out, **options)

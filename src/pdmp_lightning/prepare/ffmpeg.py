@@ -77,8 +77,9 @@ class FFmpeg:
         start: float | None = None,
         duration: float | None = None,
         max_frames: int | None = None,
+        fps: float | None = 1.0,
     ) -> int:
-        """Writes 1 fps JPEG frames of ``video`` into ``directory``, numbered from 1.
+        """Writes JPEG frames of ``video`` (1 fps by default) into ``directory``, numbered from 1.
 
         Args:
             video: The input video.
@@ -87,6 +88,7 @@ class FFmpeg:
             start: Seconds to seek to before the first frame (None: the start).
             duration: Seconds of video to read from ``start`` (None: to the end).
             max_frames: Stop after this many frames (None: no limit).
+            fps: Frames per second, through ffmpeg's ``fps`` filter (None: every frame of the video).
 
         Returns:
             How many frames were written.
@@ -100,7 +102,9 @@ class FFmpeg:
         arguments += ["-i", str(video.resolve())]
         if duration is not None:
             arguments += ["-t", f"{duration:g}"]
-        arguments += ["-an", "-vf", "fps=1"]
+        arguments += ["-an"]
+        if fps is not None:
+            arguments += ["-vf", f"fps={fps:g}"]
         if max_frames is not None:
             arguments += ["-frames:v", str(max_frames)]
         target = str(directory.resolve()).replace("%", "%%") + os.sep + pattern
