@@ -286,3 +286,22 @@ def test_mmpareto_refuses_encoders_the_backward_never_reaches() -> None:
     callback = MMParetoCallback(MODALITIES)
     with pytest.raises(PDMPConfigurationError, match=r"whose gradient was never replaced \(encoders\.audio\."):
         one_step(callback, module)
+
+
+@pytest.mark.parametrize("make", [OGMGECallback, OPMCallback, AGMCallback, MMParetoCallback])
+@pytest.mark.parametrize(
+    ("targets", "kind"),
+    [(lambda n: torch.randn(n), "real targets"), (lambda n: (torch.rand(n, 3) > 0.5).float(), "multi-label")],
+)
+def test_the_baselines_refuse_targets_that_are_not_class_labels(make: Any, targets: Any, kind: str) -> None:
+    """Regression or multi-label targets would be cast to class indices in silence: refused at the first batch."""
+    count = 32
+    samples = [{"audio": torch.randn(16), "visual": torch.randn(16), "label": label} for label in targets(count)]
+    loader = torch.utils.data.DataLoader(samples, batch_size=16)
+    module = mlp(unimodal_heads=make is MMParetoCallback, unimodal_loss_weight=1.0 if make is MMParetoCallback else 0.0)
+    callback = make(MODALITIES)
+    with pytest.raises(PDMPConfigurationError, match=rf"`target`: got \"'label': {kind}.*defined through class"):
+        trainer(callbacks=[callback], max_steps=1, limit_val_batches=0).fit(
+            module, train_dataloaders=loader, val_dataloaders=loader
+        )
+    assert not callback.is_modulating

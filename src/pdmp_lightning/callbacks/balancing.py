@@ -118,6 +118,7 @@ class BalancingCallback(ModalityModulationCallback):
         self._access: FusionAccess | None = None
         self._labels: Tensor | None = None
         self._reach_checked = False
+        self._targets_checked = False
 
     # --- what a method implements ---------------------------------------------------------------
 
@@ -129,14 +130,34 @@ class BalancingCallback(ModalityModulationCallback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         self._access = self._build_access(pl_module)
+        self._targets_checked = False
         self._coefficients.clear()
         self._coefficients.update(dict.fromkeys(self.modality_names, 1.0))
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.is_modulating:
-            self._labels = select_from_batch(batch, self.target, "target").reshape(-1).long()
+        if self.is_modulating or not self._targets_checked:
+            targets = select_from_batch(batch, self.target, "target")
+            if not self._targets_checked:
+                self._check_targets(targets)
+            if self.is_modulating:
+                self._labels = targets.reshape(-1).long()
+
+    def _check_targets(self, targets: Tensor) -> None:
+        """The first batch's targets must be integer class labels, one per sample: the method scores classes."""
+        self._targets_checked = True
+        floating = targets.dtype.is_floating_point or targets.dtype == torch.bool
+        if floating or (targets.dim() > 1 and targets.shape[1:].numel() > 1):
+            kind = "multi-label or multi-output" if targets.dim() > 1 and targets.shape[1:].numel() > 1 else "real"
+            raise config_error(
+                "target",
+                f"{self.target!r}: {kind} targets of dtype {targets.dtype} and shape {tuple(targets.shape)}",
+                "integer class labels, one per sample",
+                f"{type(self).__name__} is defined through class probabilities (its scores are the softmax "
+                "probability or the cross-entropy of the true class), so it has no meaning for regression or "
+                "multi-label targets; PDMPCallback does not depend on the task's loss.",
+            )
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         if self.is_modulating:
