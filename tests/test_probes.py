@@ -447,14 +447,14 @@ def test_stop_reasons(curves: dict[str, list[float]], expected: dict[str, str]) 
     from pdmp_lightning.probing.stopping import stop_reasons
 
     built = {m: curve(s, name=m) for m, s in curves.items()}
-    assert stop_reasons(built, list(built), ProbeSettings(), num_classes=4, val_samples=400) == expected
+    assert stop_reasons(built, list(built), ProbeSettings(), chance=1 / 4, val_samples=400) == expected
 
 
 def test_the_cap_stops_every_probe() -> None:
     from pdmp_lightning.probing.stopping import stop_reasons
 
     built = {"a": curve([0.3, 0.5, 0.7, 0.9]), "b": curve([0.3, 0.4, 0.5, 0.6])}
-    assert stop_reasons(built, ["a", "b"], ProbeSettings(max_epochs=2), 4, 400) == {"a": "cap", "b": "cap"}
+    assert stop_reasons(built, ["a", "b"], ProbeSettings(max_epochs=2), 1 / 4, 400) == {"a": "cap", "b": "cap"}
 
 
 # --- encoders of real models -------------------------------------------------------------------

@@ -53,7 +53,8 @@ def plot_run(run_dir: str | Path, filename: str = PLOT_FILENAME) -> Path | None:
     """
     run_dir = Path(run_dir)
     report_path, metrics_path = run_dir / REPORT_FILENAME, run_dir / "metrics.csv"
-    curves = json.loads(report_path.read_text()).get("curves", {}) if report_path.is_file() else {}
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    curves = report.get("curves", {})
     metrics = read_metrics_csv(metrics_path) if metrics_path.is_file() else {}
     norms = {name: points for name, points in metrics.items() if "/grad_norm/" in name}
     accuracy = metrics.get("val_accuracy", [])
@@ -69,7 +70,8 @@ def plot_run(run_dir: str | Path, filename: str = PLOT_FILENAME) -> Path | None:
                 epochs = curve.get("epochs") or range(1, len(curve["val_scores"]) + 1)
                 stopped = f" ({curve['stopped']})" if curve.get("stopped") else ""
                 axis.plot(epochs, curve["val_scores"], marker="o", label=modality + stopped)
-            axis.set(title="Unimodal probes", xlabel="probe epoch", ylabel="validation score")
+            task = f"{report.get('task', 'multiclass')}, {report.get('metric', 'accuracy')}"
+            axis.set(title=f"Unimodal probes ({task})", xlabel="probe epoch", ylabel="validation score")
         elif panel == "norms":
             for name, points in sorted(norms.items()):
                 axis.plot(*zip(*points, strict=True), label=name.split("/grad_norm/")[1])

@@ -434,7 +434,7 @@ class PDMPCallback(ModalityModulationCallback):
 
     def _publish(self, trainer: pl.Trainer, outcome: ProbeOutcome | None) -> None:
         assert self._ranking is not None
-        metric = self.probes.metric
+        metric = self._metric_name(outcome)
         table = format_table(self._ranking, self._coefficients, self._probe_scores, metric, outcome, self._skip_hint())
         window = f"epochs {self.start_epoch}..{'end' if self.end_epoch is None else self.end_epoch - 1}"
         boost = self.boost
@@ -459,6 +459,12 @@ class PDMPCallback(ModalityModulationCallback):
         if trainer.is_global_zero:
             self._write_report(outcome)
 
+    def _metric_name(self, outcome: ProbeOutcome | None) -> str:
+        """The metric that ranked the modalities: the probes' resolved one, else the setting's."""
+        if outcome is not None:
+            return outcome.metric
+        return self.probes.metric_name if self.probes.metric is not None else "accuracy"
+
     def _write_report(self, outcome: ProbeOutcome | None) -> None:
         """Writes the JSON report (rank zero only; nowhere without a logger or an explicit ``report_path``)."""
         if self.report_path is None or self._ranking is None:
@@ -473,10 +479,10 @@ class PDMPCallback(ModalityModulationCallback):
             "mechanism": self.mechanism,
             "mechanism_in_use": self.mechanism_in_use,
             "modalities": {m: s.as_strings() for m, s in self._specs.items()},
-            "probes": dataclasses.asdict(self.probes),
+            "probes": self.probes.as_dict(),
             "fingerprint": self.fingerprint,
         }
-        report = probe_report(outcome, self._ranking, self._coefficients, self.probes.metric, config)
+        report = probe_report(outcome, self._ranking, self._coefficients, self._metric_name(outcome), config)
         if self.boost is not None:
             report["boost"] = self.boost.state_dict()
         if outcome is None and self._probe_scores is not None:
@@ -486,7 +492,7 @@ class PDMPCallback(ModalityModulationCallback):
     def _log_curves(self, trainer: pl.Trainer, outcome: ProbeOutcome) -> None:
         if not trainer.is_global_zero:
             return
-        metric = self.probes.metric
+        metric = self._metric_name(outcome)
         for logger in trainer.loggers:
             for modality, curve in outcome.curves.items():
                 for check, score in enumerate(curve.scores):

@@ -121,13 +121,17 @@ class ProbeOutcome:
 
     Attributes:
         curves: Modality -> its probe's curve.
-        num_classes: Number of classes the probes were trained on.
+        num_classes: Width of the probes' heads: classes (labels, outputs for the other tasks).
         cost: Seconds spent, and the main training's time once measured.
         epoch_batches: Train batches in one probe epoch.
         val_source: ``"val_dataloader"`` or the held-out share of the train set.
         val_samples: Validation samples each score was computed on (all processes together).
         max_epochs: The probes' hard cap, in probe epochs.
         folded: Modality -> frames its encoder folds into the batch (only modalities that fold).
+        task: ``"multiclass"``, ``"multilabel"`` or ``"regression"``.
+        metric: The metric that scored the probes (higher is better; ``neg_mse`` is negated).
+        chance: Score of an uninformed predictor (None: 1 / ``num_classes``).
+        top: Best possible score.
     """
 
     curves: dict[str, ProbeCurve]
@@ -138,6 +142,15 @@ class ProbeOutcome:
     val_samples: int = 0
     max_epochs: float = math.inf
     folded: dict[str, int] = field(default_factory=dict)
+    task: str = "multiclass"
+    metric: str = "accuracy"
+    chance: float | None = None
+    top: float = 1.0
+
+    @property
+    def chance_level(self) -> float:
+        """Score of an uninformed predictor: the measured one, or 1 / ``num_classes``."""
+        return self.chance if self.chance is not None else 1.0 / self.num_classes
 
     @property
     def scores(self) -> dict[str, float]:
@@ -161,9 +174,9 @@ class ProbeOutcome:
         ranked = sorted(self.scores.items(), key=lambda item: (-item[1], item[0]))
         (first, best), (second, runner_up) = ranked[0], ranked[1]
         doubts = []
-        if not clearly_above_chance(best, self.num_classes):
+        if not clearly_above_chance(best, self.chance_level, self.top):
             doubts.append(
-                f"the best probe ({first}: {best:.3f}) is barely above chance ({1 / self.num_classes:.3f}): the probes "
+                f"the best probe ({first}: {best:.3f}) is barely above chance ({self.chance_level:.3f}): the probes "
                 "learned next to nothing and the ranking is a guess"
             )
         noise = standard_error(best, runner_up, self.val_samples)
@@ -181,7 +194,7 @@ class ProbeOutcome:
         1 for a modality learned within the first validation pass (or never above chance), near 0
         for one still at chance then: a measure of how fast each modality is learned.
         """
-        chance = 1.0 / self.num_classes
+        chance = self.chance_level
         progress = {}
         for modality, curve in self.curves.items():
             span = curve.best_score - chance
@@ -210,7 +223,7 @@ class ProbeOutcome:
             gap, slope = lead - curve.best_score, curve.slope(SLOPE_WINDOW)
             if gap <= 0:
                 continue
-            if not clearly_above_chance(curve.best_score, self.num_classes):
+            if not clearly_above_chance(curve.best_score, self.chance_level, self.top):
                 doubts.append(
                     f"the probe of '{modality}' reached the cap of {self.max_epochs:g} probe epochs still near chance "
                     f"({curve.best_score:.3f}), {gap:.3f} behind the leader '{leader}' ({lead:.3f}): a slow starter "
@@ -233,10 +246,14 @@ SLOPE_WINDOW = 3
 SLOW_START_MARGIN = 0.2
 
 
-def clearly_above_chance(score: float, num_classes: int) -> bool:
-    """Whether ``score`` is at least 10% of the way from chance (1/C) to 1."""
-    chance = 1.0 / num_classes
-    return score >= chance + 0.1 * (1.0 - chance)
+def clearly_above_chance(score: float, chance: float, top: float = 1.0) -> bool:
+    """Whether ``score`` is at least 10% of the way from ``chance`` (1/C for accuracy) to ``top``.
+
+    Example:
+        >>> clearly_above_chance(0.3, 1 / 4), clearly_above_chance(0.35, 1 / 4)
+        (False, True)
+    """
+    return score >= chance + 0.1 * (top - chance)
 
 
 def standard_error(first: float, second: float | None, samples: int) -> float:

@@ -33,6 +33,8 @@ def probe_report(
     if outcome is not None:
         report.update(
             scores=outcome.scores,
+            task=outcome.task,
+            chance=outcome.chance_level,
             num_classes=outcome.num_classes,
             cost=outcome.cost.as_dict(),
             epoch_batches=outcome.epoch_batches,

@@ -18,14 +18,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.plugins import MixedPrecision, Precision
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.amp.grad_scaler import GradScaler
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Subset
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from tqdm import tqdm
 
 from pdmp_lightning.batch import BatchKey, select_from_batch
@@ -35,6 +33,7 @@ from pdmp_lightning.probing.outcome import ProbeCost, ProbeCurve, ProbeOutcome
 from pdmp_lightning.probing.probe import UnimodalProbe, build_probe, copy_encoder
 from pdmp_lightning.probing.settings import ProbeSettings
 from pdmp_lightning.probing.stopping import stop_reasons
+from pdmp_lightning.probing.task import ProbeTask, infer_task
 
 
 @dataclass
@@ -71,6 +70,7 @@ class ProbeRunner:
         self.inputs = dict(inputs)
         self.target = target
         self._precision: Precision = Precision()
+        self._task_in_use: ProbeTask | None = None
 
     def run(
         self,
@@ -94,7 +94,9 @@ class ProbeRunner:
         data = self._data(trainer)
         self._precision = trainer.precision_plugin
         first = self._to_device(next(iter(data.train)), pl_module)
-        num_classes = self._num_classes(trainer, pl_module, data.train)
+        task = self._task(trainer, pl_module, data.train, select_from_batch(first, self.target, "target"))
+        self._task_in_use = task
+        num_classes = task.outputs
         with self._precision.forward_context():
             probes = {
                 m: build_probe(copy_encoder(pl_module, m, g, templates), self._input(first, m), num_classes, m)
@@ -109,7 +111,7 @@ class ProbeRunner:
                 )
         optimizers = {m: torch.optim.Adam(p.parameters(), lr=settings.lr) for m, p in probes.items()}
         scalers = {m: self._gradient_scaler(pl_module) for m in probes}
-        metrics = {m: self._metric(num_classes).to(pl_module.device) for m in probes}
+        metrics = {m: task.new_metric().to(pl_module.device) for m in probes}
         curves = {m: ProbeCurve(m) for m in probes}
         check_batches = max(1, round(settings.val_check_interval * data.epoch_batches))
         cap_batches = max(1, round(settings.max_epochs * data.epoch_batches))
@@ -143,7 +145,9 @@ class ProbeRunner:
                 if not samples:  # the same validation batches every pass: counted across ranks once
                     counted = torch.tensor(float(val_samples), device=pl_module.device)
                     samples = int(trainer.strategy.reduce(counted, reduce_op="sum").item())
-                for modality, reason in stop_reasons(curves, active, settings, num_classes, samples).items():
+                assert task.chance is not None  # measured at the first pass
+                reasons = stop_reasons(curves, active, settings, task.chance, samples, task.top)
+                for modality, reason in reasons.items():
                     curves[modality].stopped = reason
                 active = {m for m in active if not curves[m].stopped}
                 bar.update(count / data.epoch_batches)
@@ -163,7 +167,31 @@ class ProbeRunner:
             samples,
             settings.max_epochs,
             {m: p.fold for m, p in probes.items() if p.fold > 1},
+            task=task.kind,
+            metric=task.metric_name,
+            chance=task.chance,
+            top=task.top,
         )
+
+    def _task(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, train: DataLoader[Any], targets: Tensor
+    ) -> ProbeTask:
+        """The probes' task from the first batch's targets (or ``probes.task``), with its metric checked."""
+        kind = infer_task(targets, self.settings.task)
+        if kind == "multiclass":
+            classes = self._num_classes(trainer, pl_module, train)
+            task = ProbeTask.resolve(kind, classes, self.settings.metric)
+            task.chance = 1.0 / classes
+            return task
+        outputs = 1 if targets.dim() == 1 else int(targets.shape[1])
+        task = ProbeTask.resolve(kind, outputs, self.settings.metric)
+        if kind == "regression":
+            # The constant prediction that defines chance: the training targets' mean, the same on every rank.
+            mean = targets.float().reshape(targets.shape[0], -1).mean(dim=0)
+            reduced = trainer.strategy.reduce(mean.to(pl_module.device), reduce_op="mean")
+            assert isinstance(reduced, Tensor)
+            task.target_mean = reduced.detach()
+        return task
 
     # --- data -----------------------------------------------------------------------------------
 
@@ -265,18 +293,24 @@ class ProbeRunner:
         batch = self._to_device(raw, pl_module)
         if labels is None:
             labels = select_from_batch(batch, self.target, "target")
-        if labels.device.type == "cpu" and not (labels.dtype.is_floating_point or labels.dtype == torch.bool):
+        multiclass = self._task_in_use is None or self._task_in_use.kind == "multiclass"
+        if (
+            multiclass
+            and labels.device.type == "cpu"
+            and not (labels.dtype.is_floating_point or labels.dtype == torch.bool)
+        ):
             self._check_label_range(labels, num_classes)
         return batch
 
     def _labels(self, batch: Any) -> Tensor:
-        """The prepared batch's labels as a flat int64 tensor (their range was checked in ``_prepare``)."""
-        labels = select_from_batch(batch, self.target, "target")
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        """The prepared batch's targets in the task's form (class labels' range was checked in ``_prepare``)."""
+        raw = select_from_batch(batch, self.target, "target")
+        assert self._task_in_use is not None
+        if self._task_in_use.kind == "multiclass" and (raw.dtype.is_floating_point or raw.dtype == torch.bool):
             raise config_error(
-                "target", self.target, "a batch key holding integer class labels", f"its dtype is {labels.dtype}."
+                "target", self.target, "a batch key holding integer class labels", f"its dtype is {raw.dtype}."
             )
-        return labels.reshape(-1).long()
+        return self._task_in_use.targets(raw)
 
     def _check_label_range(self, labels: Tensor, num_classes: int) -> None:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
@@ -317,6 +351,8 @@ class ProbeRunner:
         num_classes: int,
     ) -> dict[str, float]:
         """Trains the active probes on the next ``count`` batches; their mean losses, read back once."""
+        task = self._task_in_use
+        assert task is not None
         order = sorted(active)
         for m in order:
             probes[m].train()
@@ -326,7 +362,7 @@ class ProbeRunner:
             labels = self._labels(batch)
             for index, modality in enumerate(order):
                 with self._precision.train_step_context():
-                    loss = F.cross_entropy(probes[modality](self._input(batch, modality)), labels)
+                    loss = task.loss(probes[modality](self._input(batch, modality)), labels)
                 optimizer, scaler = optimizers[modality], scalers[modality]
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
@@ -353,11 +389,6 @@ class ProbeRunner:
                 "check that modality's inputs for NaN/inf, or pass `ranking` to skip the probes."
             )
 
-    def _metric(self, num_classes: int) -> Metric:
-        if self.settings.metric == "macro_f1":
-            return MulticlassF1Score(num_classes=num_classes, average="macro")
-        return MulticlassAccuracy(num_classes=num_classes, average="micro")
-
     @torch.no_grad()
     def _evaluate(
         self,
@@ -368,27 +399,35 @@ class ProbeRunner:
         pl_module: pl.LightningModule,
         num_classes: int,
     ) -> tuple[dict[str, float], int]:
+        task = self._task_in_use
+        assert task is not None
         for m in active:
             probes[m].eval()
             metrics[m].reset()
+        # At the first pass, the chance level: the same metric on an uninformed predictor's outputs.
+        chance = task.new_metric().to(pl_module.device) if task.chance is None else None
         seen, samples = 0, 0
         for index, raw in enumerate(data.val):
             if index >= data.val_batches:
                 break
             batch = self._prepare(raw, pl_module, num_classes)
             labels = self._labels(batch)
-            samples += labels.numel()
+            samples += labels.shape[0]
             for modality in active:
                 with self._precision.val_step_context():
-                    logits = probes[modality](self._input(batch, modality))
-                metrics[modality].update(logits.argmax(dim=1), labels)
+                    outputs = probes[modality](self._input(batch, modality))
+                task.update(metrics[modality], outputs, labels)
+            if chance is not None:
+                task.update(chance, task.constant_outputs(labels), labels)
             seen += 1
         if seen == 0:
             raise PDMPConfigurationError(
                 "`val_dataloader`: got an empty loader; expected at least one batch to score the probes."
             )
         # compute() synchronises the metric states across processes, so every rank sees the same score.
-        return {m: float(metrics[m].compute()) for m in sorted(active)}, samples
+        if chance is not None:
+            task.chance = task.score(float(chance.compute()))
+        return {m: task.score(float(metrics[m].compute())) for m in sorted(active)}, samples
 
 
 def _cycle(loader: Iterable[Any], epoch_batches: int, prepare: Callable[[Any], Any]) -> Generator[Any, None, None]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
+
+from torchmetrics import Metric
 
 from pdmp_lightning.errors import check_int, config_error, is_number
+from pdmp_lightning.probing.task import PROBE_TASKS, ProbeTaskName
 from pdmp_lightning.types import NonNegativeFloat, OpenUnitInterval, PositiveFloat, PositiveInt
 
-ProbeMetric = Literal["accuracy", "macro_f1"]
+ProbeMetric = Literal["accuracy", "macro_f1", "average_precision", "r2", "neg_mse"]
 PROBE_METRICS: tuple[str, ...] = get_args(ProbeMetric)
 
 
@@ -21,7 +25,13 @@ class ProbeSettings:
     only decides when the callback says that the probes cost more than you may want.
 
     Attributes:
-        metric: Validation metric that ranks the modalities: ``"accuracy"`` or ``"macro_f1"``.
+        task: What the probes learn: ``"auto"`` (from the targets: integer labels -> multiclass, 0/1
+            ``[B, L]`` -> multilabel, other floats -> regression) or one of those three.
+        metric: Validation metric that ranks the modalities: None for the task's default
+            (``accuracy``; ``average_precision`` for multilabel; ``r2`` for regression), a name
+            (multiclass: ``accuracy``, ``macro_f1``; multilabel: ``average_precision``, ``macro_f1``;
+            regression: ``r2``, ``neg_mse``), or any torchmetrics ``Metric`` instance (its
+            ``higher_is_better`` gives the direction). See :mod:`pdmp_lightning.probing.task`.
         max_epochs: Hard cap, in passes over the probe train data, on every probe. A probe stopped
             here while still climbing towards the leader raises a ``ProbeRankingWarning``.
         val_check_interval: Probe epochs between two validation passes (the probes' curves have one
@@ -38,8 +48,8 @@ class ProbeSettings:
             argument that skips them. None: never say so. It never truncates a probe.
         val_fraction: Share of the train set held out for scoring when there is no validation loader.
         lr: Adam learning rate of the probes.
-        num_classes: Number of classes; None takes ``pl_module.num_classes`` (or its hparams), else
-            scans the labels.
+        num_classes: Number of classes (multiclass); None takes ``pl_module.num_classes`` (or its
+            hparams), else scans the labels.
         seed: Seed of the held-out split.
 
     Example:
@@ -51,7 +61,8 @@ class ProbeSettings:
         pdmp_lightning.errors.PDMPConfigurationError: `probes.max_epochs`: got 0; expected a finite number > 0 ...
     """
 
-    metric: ProbeMetric = "accuracy"
+    task: ProbeTaskName = "auto"
+    metric: ProbeMetric | Metric | None = None
     max_epochs: PositiveFloat = 20.0
     val_check_interval: PositiveFloat = 0.5
     min_epochs: NonNegativeFloat = 1.0
@@ -64,8 +75,12 @@ class ProbeSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.metric not in PROBE_METRICS:
-            raise config_error("probes.metric", self.metric, f"one of {list(PROBE_METRICS)}")
+        if self.task not in PROBE_TASKS:
+            raise config_error("probes.task", self.task, f"one of {list(PROBE_TASKS)}")
+        if self.metric is not None and not isinstance(self.metric, Metric) and self.metric not in PROBE_METRICS:
+            raise config_error(
+                "probes.metric", self.metric, f"None, one of {list(PROBE_METRICS)} or a torchmetrics Metric instance"
+            )
         if not is_number(self.max_epochs, above=0):
             raise config_error("probes.max_epochs", self.max_epochs, "a finite number > 0 (probe epochs)")
         if not is_number(self.val_check_interval, above=0, at_most=self.max_epochs):
@@ -93,3 +108,16 @@ class ProbeSettings:
             raise config_error("probes.lr", self.lr, "a finite number > 0")
         check_int("probes.num_classes", self.num_classes, 2, optional=True)
         check_int("probes.seed", self.seed)
+
+    @property
+    def metric_name(self) -> str:
+        """The metric as a name: the given one, a metric instance's class name, or ``"default"``."""
+        if isinstance(self.metric, Metric):
+            return type(self.metric).__name__
+        return self.metric or "default"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values (a metric instance by its class name)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["metric"] = self.metric_name if isinstance(self.metric, Metric) else self.metric
+        return values

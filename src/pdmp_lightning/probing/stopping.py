@@ -32,16 +32,19 @@ def stop_reasons(
     curves: Mapping[str, ProbeCurve],
     active: Iterable[str],
     settings: ProbeSettings,
-    num_classes: int,
+    chance: float,
     val_samples: int,
+    top: float = 1.0,
 ) -> dict[str, str]:
     """Why each probe in ``active`` stops after the latest validation pass (absent: it keeps training).
+
+    ``chance`` is the score of an uninformed predictor (1/C for accuracy), ``top`` the best possible.
 
     Example:
         >>> from pdmp_lightning.probing.outcome import ProbeCurve
         >>> fast = ProbeCurve("audio", epochs=[1, 2, 3, 4], scores=[0.6, 0.61, 0.6, 0.6])
         >>> slow = ProbeCurve("visual", epochs=[1, 2, 3, 4], scores=[0.3, 0.4, 0.5, 0.7])
-        >>> stop_reasons({"audio": fast, "visual": slow}, ["audio", "visual"], ProbeSettings(), 4, 400)
+        >>> stop_reasons({"audio": fast, "visual": slow}, ["audio", "visual"], ProbeSettings(), 1 / 4, 400)
         {'audio': 'plateau', 'visual': 'settled'}
     """
     active = sorted(active)
@@ -52,7 +55,7 @@ def stop_reasons(
             reasons[modality] = CAP
         elif (
             curve.trained_epochs >= settings.min_epochs - _EPS
-            and clearly_above_chance(curve.best_score, num_classes)
+            and clearly_above_chance(curve.best_score, chance, top)
             and curve.recent_gain(settings.patience)
             <= max(settings.min_delta, standard_error(curve.best_score, None, val_samples))
         ):
