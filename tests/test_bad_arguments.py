@@ -48,7 +48,10 @@ from tests.helpers import MODALITIES, TwoModalityModel, trainer
         ({"start_epoch": 3, "end_epoch": 3}, r"`end_epoch`: got 3; expected None or an integer > start_epoch \(3\)"),
         ({"mechanism": "lr"}, r"`mechanism`: got 'lr'; expected one of \['auto', 'activation'"),
         ({"coefficient_formula": "ratio"}, r"`coefficient_formula`: got 'ratio'"),
-        ({"probes": {"metric": "auroc"}}, r"`probes.metric`: got 'auroc'; expected one of \['accuracy', 'macro_f1'\]"),
+        (
+            {"probes": {"metric": "auroc"}},
+            r"`probes.metric`: got 'auroc'; expected None, one of \['accuracy', 'macro_f1'",
+        ),
         ({"probes": {"max_epochs": 0}}, r"`probes.max_epochs`: got 0; expected a finite number > 0"),
         ({"probes": {"max_epochs": float("inf")}}, r"`probes.max_epochs`: got inf"),
         ({"probes": {"min_epochs": -1}}, r"`probes.min_epochs`: got -1; expected a finite number of probe epochs >= 0"),
