@@ -20,7 +20,8 @@ class TensorMultimodalDataset(Dataset[dict[str, Tensor]]):
 
     Args:
         features: Modality name -> tensor whose first dimension indexes samples.
-        labels: Integer class labels, one per sample.
+        labels: The targets, one per sample (first dimension): class indices, or float multi-label
+            or regression targets.
 
     Example:
         >>> dataset = TensorMultimodalDataset({"audio": torch.zeros(3, 2)}, torch.tensor([0, 1, 1]))
@@ -144,6 +145,11 @@ class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
         """Number of classes (known before :meth:`setup`, so the CLI can link it into the model)."""
         raise NotImplementedError
 
+    @property
+    def task(self) -> str:
+        """``"multiclass"`` (int64 class labels, the default), ``"multilabel"`` or ``"regression"`` (float targets)."""
+        return "multiclass"
+
     def load(self) -> tuple[dict[str, Tensor], Tensor]:
         """Returns modality -> features and the labels for every sample."""
         raise NotImplementedError
@@ -155,7 +161,7 @@ class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
         if self.splits:
             return
         features, labels = self.load()
-        dataset = TensorMultimodalDataset(features, labels.long())
+        dataset = TensorMultimodalDataset(features, labels.long() if self.task == "multiclass" else labels.float())
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed)).tolist()
         num_test = max(1, round(len(order) * self.test_fraction))
         num_val = max(1, round(len(order) * self.val_fraction))
