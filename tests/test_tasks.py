@@ -238,7 +238,7 @@ def test_the_dominant_modality_alone_beats_the_other(task: str) -> None:
 
 
 @pytest.mark.parametrize(("task", "monitor"), [("regression", "val_r2"), ("multilabel", "val_average_precision")])
-def test_example_config_parses_and_fits_without_pdmp(
+def test_example_config_parses_and_fits_with_pdmp(
     task: str, monitor: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = CONFIGS / f"{task}.yaml"
@@ -250,11 +250,10 @@ def test_example_config_parses_and_fits_without_pdmp(
     assert callbacks[0]["init_args"]["monitor"] == monitor and callbacks[0]["init_args"]["mode"] == "max"
     assert callbacks[-1]["class_path"] == "pdmp_lightning.PDMPCallback"
 
-    # The probes learn these tasks separately (issue 17); here the joint fit runs without PDMPCallback.
+    # With PDMP and its probes, which learn the task too (a short run: the probes are capped).
     config = yaml.safe_load(path.read_text())
-    config["trainer"]["callbacks"] = [
-        c for c in config["trainer"]["callbacks"] if "PDMPCallback" not in c["class_path"]
-    ]
+    pdmp = config["trainer"]["callbacks"][-1]["init_args"]
+    pdmp.update(probes={"max_epochs": 2}, start_epoch=0)
     config["trainer"].update(max_epochs=2, limit_train_batches=3, limit_val_batches=2)
     config["trainer"].update(enable_progress_bar=False, enable_model_summary=False)
     config["data"]["init_args"].update(num_samples=300, batch_size=32)
@@ -267,3 +266,5 @@ def test_example_config_parses_and_fits_without_pdmp(
     assert set(results["test"]) == {f"test_{name}" for name in metrics}
     assert {f"val_{name}" for name in metrics} | {"val_loss"} <= set(results["validation"])
     assert results["tested_checkpoint"].endswith(".ckpt")
+    report = json.loads((Path(str(cli.trainer.log_dir)) / "pdmp_probe_report.json").read_text())
+    assert report["task"] == task and report["metric"] == {"regression": "r2", "multilabel": "average_precision"}[task]

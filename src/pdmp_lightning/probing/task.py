@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.classification import (
@@ -36,8 +35,9 @@ from torchmetrics.classification import (
 from torchmetrics.regression import MeanSquaredError, R2Score
 
 from pdmp_lightning.errors import config_error
+from pdmp_lightning.tasks import Task as TaskKind
+from pdmp_lightning.tasks import task_loss, task_outputs
 
-TaskKind = Literal["multiclass", "multilabel", "regression"]
 ProbeTaskName = Literal["auto", "multiclass", "multilabel", "regression"]
 PROBE_TASKS: tuple[str, ...] = get_args(ProbeTaskName)
 #: Each task's metric names, the default first.
@@ -163,17 +163,13 @@ class ProbeTask:
         """The batch's targets in the form the loss and metric take."""
         if self.kind == "multiclass":
             return raw.reshape(-1).long()
-        if self.kind == "multilabel":
-            return raw.reshape(raw.shape[0], -1).float()
+        if self.kind == "regression" and self.outputs == 1:
+            return raw.reshape(-1).float()  # [B], as the model's regression loss takes it
         return raw.reshape(raw.shape[0], -1).float()
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """The probe's training loss."""
-        if self.kind == "multiclass":
-            return F.cross_entropy(outputs, targets)
-        if self.kind == "multilabel":
-            return F.binary_cross_entropy_with_logits(outputs, targets.to(outputs.dtype))
-        return F.mse_loss(outputs, targets.to(outputs.dtype))
+        """The probe's training loss: the task's (:func:`pdmp_lightning.tasks.task_loss`)."""
+        return task_loss(self.kind, outputs, targets)
 
     def update(self, metric: Metric, outputs: Tensor, targets: Tensor) -> None:
         """Feeds one batch of probe outputs (logits or values) to ``metric``."""
@@ -184,15 +180,12 @@ class ProbeTask:
         elif self.kind == "multilabel":
             metric.update(outputs.sigmoid(), targets.long())
         else:
-            values, wanted = outputs, targets.float()
-            if values.shape[1] == 1:
-                values, wanted = values.squeeze(1), wanted.squeeze(1)
-            metric.update(values, wanted)
+            metric.update(task_outputs(self.kind, outputs), targets.float())
 
     def constant_outputs(self, targets: Tensor) -> Tensor:
         """An uninformed predictor's outputs: 0 logits (probability 0.5), or the training targets' mean."""
         if self.kind == "regression" and self.target_mean is not None:
-            return self.target_mean.to(targets.device, torch.float32).expand(targets.shape[0], -1)
+            return self.target_mean.to(targets.device, torch.float32).reshape(1, -1).expand(targets.shape[0], -1)
         return torch.zeros(targets.shape[0], self.outputs, device=targets.device)
 
     def score(self, value: float) -> float:
