@@ -329,15 +329,23 @@ def _initialise_worker() -> None:
     warnings.filterwarnings("ignore")
 
 
-def run_all(runs: Iterable[Run], processes: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Executes the runs in worker processes (default: one per core), in order of submission."""
+def run_all(
+    runs: Iterable[Any],
+    processes: int | None = None,
+    progress: bool = True,
+    function: Callable[[Any], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Executes the runs in worker processes (default: one per core), in order of submission.
+
+    ``function`` (a module-level function, picklable) executes one run; default :func:`execute`.
+    """
     runs = list(runs)
     processes = processes or max(1, min(os.cpu_count() or 1, len(runs)))
     context = multiprocessing.get_context("spawn")
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     with context.Pool(processes, initializer=_initialise_worker) as pool:
-        for index, row in enumerate(pool.imap(execute, runs), start=1):
+        for index, row in enumerate(pool.imap(function or execute, runs), start=1):
             rows.append(row)
             if progress:
                 elapsed = time.perf_counter() - started
@@ -348,6 +356,8 @@ def run_all(runs: Iterable[Run], processes: int | None = None, progress: bool = 
 
 def _outcome(row: dict[str, Any]) -> str:
     """What a progress line shows of a run: its test accuracy, else its best validation accuracy or probe ranking."""
+    if row.get("test_score") is not None:
+        return f"test {row['metric']} {row['test_score']:.4f}"
     if row["test_accuracy"] is not None:
         return f"test acc {row['test_accuracy']}"
     if row["best_val_accuracy"] is not None:

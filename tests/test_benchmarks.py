@@ -52,7 +52,9 @@ def test_best_single_picks_the_best_validation_accuracy() -> None:
     assert chosen["modality"] == "b" and chosen["test_accuracy"] == 0.7 and chosen["method"] == "best_single"
 
 
-@pytest.mark.parametrize("script", ["accuracy", "probes", "overhead", "gamma_sweep", "quickstart_seeds", "tuned"])
+@pytest.mark.parametrize(
+    "script", ["accuracy", "probes", "overhead", "gamma_sweep", "quickstart_seeds", "tuned", "tasks"]
+)
 def test_each_script_parses_its_options(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
     module = importlib.import_module(f"benchmarks.{script}")
     monkeypatch.setattr(sys, "argv", [script, "--help"])
@@ -204,3 +206,20 @@ def test_the_overhead_benchmark_times_one_method_against_plain() -> None:
         ("adamw", "agm", "responses"),
     ]
     assert all(r["ratio_median"] > 0 and len(r["ratios"]) == 1 for r in rows)
+
+
+def test_the_task_benchmark_selects_each_seeds_best_rate_and_reports_the_gap() -> None:
+    from benchmarks import tasks
+
+    def row(method: str, seed: int, lr: float, val: float, test: float) -> dict[str, Any]:
+        scores = {"metric": "r2", "best_val_score": val, "test_score": test, "probe_ranking": ["visual", "audio"]}
+        return {"task": "regression", "method": method, "seed": seed, "optimizer": "sgd", "lr": lr, **scores}
+
+    rows = [
+        row("joint", 0, 0.01, 0.5, 0.40), row("joint", 0, 0.1, 0.6, 0.50),
+        row("pdmp", 0, 0.01, 0.8, 0.70), row("pdmp", 0, 0.1, 0.7, 0.90),
+    ]  # fmt: skip
+    chosen = {r["method"]: r["lr"] for r in tasks.selected(rows)}
+    assert chosen == {"joint": 0.1, "pdmp": 0.01}  # by validation, not by test
+    text = tasks.report({"machine": "m", "epochs": 15, "rows": rows})
+    assert "| regression | sgd | 50.00 ± 0.00 | 70.00 ± 0.00 | +20.00 ± 0.00 | visual |" in text

@@ -305,3 +305,13 @@ def test_the_baselines_refuse_targets_that_are_not_class_labels(make: Any, targe
             module, train_dataloaders=loader, val_dataloaders=loader
         )
     assert not callback.is_modulating
+
+
+@pytest.mark.parametrize("make", [OGMGECallback, OPMCallback, AGMCallback, MMParetoCallback])
+@pytest.mark.parametrize("task", ["regression", "multilabel"])
+def test_the_baselines_refuse_a_model_of_another_task_in_setup(make: Any, task: str) -> None:
+    torch.manual_seed(0)
+    encoders = {m: MLPEncoder(in_features=16, hidden=[8], out_features=8) for m in ("audio", "visual")}
+    module = MultimodalClassifier(encoders, num_classes=1 if task == "regression" else 3, task=task)
+    with pytest.raises(PDMPConfigurationError, match=rf"`target`: got \"'label' of a {task} model"):
+        make(MODALITIES).setup(SimpleNamespace(strategy=None), module, "fit")

@@ -204,6 +204,18 @@ class BalancingCallback(ModalityModulationCallback):
             self._access.detach()
         self._labels = None
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        task = getattr(pl_module, "task", None)
+        if stage == "fit" and isinstance(task, str) and task in ("multilabel", "regression"):
+            raise config_error(
+                "target",
+                f"{self.target!r} of a {task} model ({type(pl_module).__name__}.task={task!r})",
+                "integer class labels of a multiclass model",
+                f"{type(self).__name__} is defined through class probabilities, which a {task} task does not "
+                "have; PDMPCallback does not depend on the task's loss.",
+            )
+
     def _check_strategy(self, trainer: pl.Trainer) -> None:
         self._refuse_sharded(
             trainer,
