@@ -334,7 +334,8 @@ class PDMPCallback(ModalityModulationCallback):
             outcome.cost.main_epochs = total / per_epoch
         for doubt in outcome.doubts():
             rank_zero_warn(
-                f"PDMPCallback: the probes' ranking {self._ranking} is uncertain: {doubt}. Hint: raise "
+                f"PDMPCallback: the probes' ranking {self._ranking} ({outcome.task}, by {outcome.metric}) is "
+                f"uncertain: {doubt}. Hint: raise "
                 f"`probes.max_epochs` (now {self.probes.max_epochs:g}) or `probes.lr` (now {self.probes.lr:g}), "
                 "or pass `ranking` if you know the dominant modality.",
                 category=ProbeRankingWarning,
