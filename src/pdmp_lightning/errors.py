@@ -12,7 +12,7 @@ class PDMPConfigurationError(ValueError):
     The message always names the argument, the value that was given, what is allowed and, where one
     helps, a hint. It is raised before the callback registers a hook or writes a file.
 
-    Example:
+    Examples:
         >>> from pdmp_lightning import PDMPCallback
         >>> try:
         ...     PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"}, gamma_p=-1.0)
@@ -30,7 +30,7 @@ class ProbeRankingWarning(UserWarning):
     The probe report lists the same doubts under ``"doubts"``. Turn it into an error to stop such a
     run before it trains, or silence it once you have checked the ranking.
 
-    Example:
+    Examples:
         >>> import warnings
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("error", ProbeRankingWarning)  # fail fast instead of training on a guess
@@ -80,7 +80,7 @@ def is_number(
         at_most: Inclusive upper bound.
         below: Exclusive upper bound.
 
-    Example:
+    Examples:
         >>> is_number(0.5, above=0, at_most=1), is_number(0, above=0), is_number(True), is_number(float("nan"))
         (True, False, False, False)
     """
@@ -113,7 +113,7 @@ def check_int(
         allowed: What the message says is allowed (default: "an integer >= minimum", with "None or " when optional).
         hint: How to fix it.
 
-    Example:
+    Examples:
         >>> check_int("batch_size", 64, 1)
         >>> check_int("batch_size", 0, 1)
         Traceback (most recent call last):

@@ -46,7 +46,7 @@ def plot_run(run_dir: str | Path, filename: str = PLOT_FILENAME) -> Path | None:
     Returns:
         The PNG's path, or None when the directory holds nothing to plot.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> plot_run(tempfile.mkdtemp()) is None  # an empty directory: nothing to draw
         True

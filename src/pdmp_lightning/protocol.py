@@ -51,7 +51,7 @@ def require(module: Any, callback: str, *names: str) -> None:
         callback: The callback's class name.
         names: Protocol members the callback uses (keys of :data:`CONTRACTS`).
 
-    Example:
+    Examples:
         >>> try:
         ...     require(nn.Linear(2, 2), "OGMGECallback", "split_logits")
         ... except ValueError as error:

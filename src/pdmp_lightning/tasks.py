@@ -31,7 +31,7 @@ def check_task(task: Any, num_classes: Any) -> None:
         task: ``"multiclass"``, ``"multilabel"`` or ``"regression"``.
         num_classes: Classes, labels or regression outputs: at least 2, 2 or 1.
 
-    Example:
+    Examples:
         >>> check_task("regression", 1)
         >>> from pdmp_lightning.errors import PDMPConfigurationError
         >>> try:
@@ -50,7 +50,7 @@ def check_task(task: Any, num_classes: Any) -> None:
 def task_outputs(task: str, logits: Tensor) -> Tensor:
     """The model's raw outputs in the targets' shape: ``[B, 1]`` regression outputs become ``[B]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> task_outputs("regression", torch.zeros(5, 1)).shape, task_outputs("multilabel", torch.zeros(5, 1)).shape
         (torch.Size([5]), torch.Size([5, 1]))
@@ -66,7 +66,7 @@ def task_loss(task: str, logits: Tensor, targets: Tensor) -> Tensor:
         logits: The model's outputs, ``[B, num_classes]``.
         targets: The batch's targets (see the module docstring for their form).
 
-    Example:
+    Examples:
         >>> import torch
         >>> round(task_loss("regression", torch.zeros(4, 1), torch.ones(4)).item(), 3)
         1.0
@@ -83,7 +83,7 @@ def task_loss(task: str, logits: Tensor, targets: Tensor) -> Tensor:
 def task_predictions(task: str, logits: Tensor) -> Tensor:
     """What a prediction is: softmax or sigmoid probabilities, or the regression values.
 
-    Example:
+    Examples:
         >>> import torch
         >>> task_predictions("multilabel", torch.zeros(1, 2)).tolist()
         [[0.5, 0.5]]

@@ -46,7 +46,7 @@ def shapley_weights(names: Sequence[str]) -> dict[str, dict[frozenset[str], floa
     masked; the empty set's weight is 0 for every modality (it cancels), so it is never computed.
     With two modalities, ``o_a = (F(a, v) - F(0, v) + F(a, 0)) / 2`` (the official ``Modality_Audio``).
 
-    Example:
+    Examples:
         >>> weights = shapley_weights(["a", "v"])["a"]
         >>> {"".join(sorted(s)): w for s, w in weights.items()}
         {'a': 0.5, 'av': 0.5, 'v': -0.5}
@@ -139,7 +139,7 @@ def exp_or_inf(value: float) -> float:
 def agm_coefficients(ratios: Mapping[str, float], averages: Mapping[str, float], alpha: float) -> dict[str, float]:
     """``c_m = exp(alpha * min(r_bar_m - r_m, 10))``: below 1 for a modality ahead of its running-mean ratio.
 
-    Example:
+    Examples:
         >>> agm_coefficients({"audio": 2.0, "visual": 0.5}, {"audio": 1.0, "visual": 1.0}, alpha=1.0)
         {'audio': 0.36787944117144233, 'visual': 1.6487212707001282}
     """
@@ -197,7 +197,7 @@ class AGMCallback(BalancingCallback):
             ``c_m`` to the encoders' parameters only and leaves the logits as they are.
         log_every_n_steps: Interval of the logs (``agm/coefficient/*``, ``agm/score/*``, ...).
 
-    Example:
+    Examples:
         >>> callback = AGMCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, alpha=1.5)
         >>> callback.mechanism, callback.masking
         ('responses', 'inputs')
@@ -407,7 +407,7 @@ class AGMCallback(BalancingCallback):
     def step(self, scores: Mapping[str, float]) -> dict[str, float]:
         """This step's coefficients from the modalities' scores; then the running means take the scores in.
 
-        Example:
+        Examples:
             >>> agm = AGMCallback({"a": "enc_a", "v": "enc_v"}, alpha=1.0)
             >>> agm.step({"a": 1.0, "v": 1.0})  # the running means start at 0: r_bar = 1 = r
             {'a': 1.0, 'v': 1.0}

@@ -25,7 +25,7 @@ from pdmp_lightning.types import NonNegativeInt, PositiveInt
 def score_ratios(scores: Mapping[str, float]) -> dict[str, float]:
     """``rho_m = s_m / mean_{j != m} s_j``: ``s_a / s_v`` with two modalities (OGM-GE and OPM).
 
-    Example:
+    Examples:
         >>> score_ratios({"a": 3.0, "v": 1.0, "d": 1.0})
         {'a': 3.0, 'v': 0.5, 'd': 0.5}
     """
@@ -70,7 +70,7 @@ class BalancingCallback(ModalityModulationCallback):
         log_every_n_steps: Interval of the coefficient, score and gradient-norm logs.
         log_prefix: Prefix of the logged names.
 
-    Example:
+    Examples:
         >>> callback = BalancingCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, target="y")
         >>> callback.target, callback.coefficients  # a subclass fills them in update_coefficients
         ('y', {})

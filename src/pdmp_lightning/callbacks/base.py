@@ -61,7 +61,7 @@ class ModalityModulationCallback(Callback):
             ``"none"``); None before.
         groups: Modality -> its resolved parameter group (filled when fitting starts).
 
-    Example:
+    Examples:
         >>> modalities = {"audio": "encoders.audio", "visual": "encoders.visual"}
         >>> callback = ModalityModulationCallback(modalities, start_epoch=2)
         >>> callback.modality_names, callback.in_window(1), callback.in_window(2)

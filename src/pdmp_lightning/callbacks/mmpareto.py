@@ -27,7 +27,7 @@ def pareto_weights(g_mm: Tensor, g_u: Tensor) -> tuple[float, float, float]:
     No conflict (cosine > 0): (1/2, 1/2). Conflict: the two-objective min-norm solution
     ``w_mm = clip((|g_u|^2 - <g_mm, g_u>) / |g_mm - g_u|^2, 0.001, 0.999)``, ``w_u = 1 - w_mm``.
 
-    Example:
+    Examples:
         >>> w_mm, w_u, cosine = pareto_weights(torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0]))
         >>> round(w_mm, 6), round(w_u, 6), round(cosine, 4)  # cos < 0: a conflict
         (0.6, 0.4, -0.7071)
@@ -114,7 +114,7 @@ class MMParetoCallback(BalancingCallback):
         end_epoch: First epoch after the window (exclusive), or None.
         log_every_n_steps: Interval of the logs (``mmpareto/cosine/*``, ``mmpareto/w_mm/*``).
 
-    Example:
+    Examples:
         >>> callback = MMParetoCallback({"audio": "encoders.audio", "visual": "encoders.visual"})
     """
 

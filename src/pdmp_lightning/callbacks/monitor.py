@@ -20,7 +20,7 @@ class ModalityGradientMonitor(ModalityModulationCallback):
             :class:`~pdmp_lightning.PDMPCallback`.
         log_every_n_steps: Logging interval; None uses the Trainer's.
 
-    Example:
+    Examples:
         >>> monitor = ModalityGradientMonitor({"audio": "encoders.audio", "visual": "encoders.visual"})
         >>> monitor.modality_names
         ['audio', 'visual']

@@ -26,7 +26,7 @@ def ogm_coefficients(scores: Mapping[str, float], alpha: float) -> dict[str, flo
     one) gets ``1 - tanh(alpha * rho)``, the other 1. With more, each modality is compared with the
     mean of the others, ``rho_m = s_m / mean_{j != m} s_j`` (the same rule for two).
 
-    Example:
+    Examples:
         >>> coefficients = ogm_coefficients({"audio": 3.0, "visual": 1.0}, alpha=0.5)  # rho_audio = 3
         >>> round(coefficients["audio"], 6), coefficients["visual"]  # 1 - tanh(1.5)
         (0.094852, 1.0)
@@ -64,7 +64,7 @@ class OGMGECallback(BalancingCallback):
         seed: Seed of the GE noise.
         log_every_n_steps: Interval of the logs (``ogm_ge/coefficient/*``, ``ogm_ge/score/*``).
 
-    Example:
+    Examples:
         >>> callback = OGMGECallback({"audio": "encoders.audio", "visual": "encoders.visual"}, alpha=0.8)
     """
 

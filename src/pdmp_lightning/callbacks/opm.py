@@ -22,7 +22,7 @@ from pdmp_lightning.types import NonNegativeFloat, NonNegativeInt, OpenUnitInter
 def drop_probability(rho: float, q_base: float, lam: float) -> float:
     """``q = q_base * (1 + lam * tanh(rho - 1))`` clipped to [0, 1].
 
-    Example:
+    Examples:
         >>> round(drop_probability(1.0, 0.5, 0.5), 6), round(drop_probability(3.0, 0.5, 0.5), 4)
         (0.5, 0.741)
     """
@@ -84,7 +84,7 @@ class OPMCallback(BalancingCallback):
         seed: Seed of the draws.
         log_every_n_steps: Interval of the logs (``opm/drop_probability``, ``opm/dropped/*``, ...).
 
-    Example:
+    Examples:
         >>> callback = OPMCallback({"audio": "encoders.audio", "visual": "encoders.visual"})
     """
 

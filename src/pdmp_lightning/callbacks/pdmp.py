@@ -101,7 +101,7 @@ class PDMPCallback(ModalityModulationCallback):
         report_path: Where to write the JSON probe report. None: ``pdmp_probe_report.json`` in the
             first logger's log directory, and nowhere when the Trainer has no logger.
 
-    Example:
+    Examples:
         >>> from lightning.pytorch import Trainer
         >>> callback = PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"}, ranking=["visual", "audio"])
         >>> callback.dominant, callback.coefficients

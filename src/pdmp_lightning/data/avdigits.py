@@ -145,7 +145,7 @@ class AVDigitsDataModule(InMemoryMultimodalDataModule):
         test_fraction: Share of the samples in the test split.
         seed: Seed of the utterance draws, the pairing, the noise and the splits.
 
-    Example:
+    Examples:
         >>> datamodule = AVDigitsDataModule(n_mels=40, image_size=32)
         >>> datamodule.modalities, datamodule.num_classes
         (['audio', 'visual'], 10)

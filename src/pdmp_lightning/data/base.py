@@ -23,7 +23,7 @@ class TensorMultimodalDataset(Dataset[dict[str, Tensor]]):
         labels: The targets, one per sample (first dimension): class indices, or float multi-label
             or regression targets.
 
-    Example:
+    Examples:
         >>> dataset = TensorMultimodalDataset({"audio": torch.zeros(3, 2)}, torch.tensor([0, 1, 1]))
         >>> len(dataset), sorted(dataset[1])
         (3, ['audio', 'label'])
@@ -96,7 +96,7 @@ class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
         test_fraction: Share of the samples in the test split.
         seed: Seed of the split (and of any generation the subclass does).
 
-    Example:
+    Examples:
         >>> class Tiny(InMemoryMultimodalDataModule):
         ...     modalities = ["x"]
         ...     num_classes = 2

@@ -59,7 +59,7 @@ VIDEO_NAME = re.compile(r"^[1-3]_\d{3}_\d_\d_(?P<pai>\d)$")
 def label_from_video_name(name: str) -> int | None:
     """The label a CeFA video folder name implies (1 live for PAI 1, else 0 spoof), or None for other names.
 
-    Example:
+    Examples:
         >>> label_from_video_name("3_012_1_1_1"), label_from_video_name("1_031_1_2_4"), label_from_video_name("003000")
         (1, 0, None)
     """
@@ -178,7 +178,7 @@ class CeFADataModule(SplitLoaders, pl.LightningDataModule):
         depth_dir: The folder of the depth images.
         ir_dir: The folder of the infrared images.
 
-    Example:
+    Examples:
         >>> try:  # arguments are checked at once, before any file is read
         ...     CeFADataModule("data/CeFA/phase1", modalities=["rgb", "thermal"])
         ... except ValueError as error:

@@ -46,7 +46,7 @@ class UCIMultipleFeaturesDataModule(InMemoryMultimodalDataModule):
         test_fraction: Share of the samples in the test split.
         seed: Seed of the split.
 
-    Example:
+    Examples:
         >>> datamodule = UCIMultipleFeaturesDataModule(views=["pix", "mor"])
         >>> datamodule.feature_dims, datamodule.num_classes
         ({'pix': 240, 'mor': 6}, 10)

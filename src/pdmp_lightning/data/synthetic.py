@@ -64,7 +64,7 @@ class SyntheticModality:
         noise: Standard deviation of the Gaussian noise: on every coordinate for ``"fast"``, on the
             coordinates outside the bit code for ``"slow"`` and ``"radial"`` (the code itself is exact).
 
-    Example:
+    Examples:
         >>> SyntheticModality("depth", accuracy=0.7, learning="slow", dim=8)
         SyntheticModality(name='depth', accuracy=0.7, learning='slow', dim=8, noise=0.3)
     """
@@ -112,7 +112,7 @@ class SyntheticMultimodalDataModule(InMemoryMultimodalDataModule):
         task: ``"multiclass"`` (default), ``"multilabel"`` or ``"regression"``; the same modalities
             and seed give the same features' kind of code in each.
 
-    Example:
+    Examples:
         >>> data = SyntheticMultimodalDataModule(num_samples=100, batch_size=10)
         >>> data.modalities, data.num_classes
         (['audio', 'visual'], 4)

@@ -36,7 +36,7 @@ _CLIP_NAME = re.compile(r"^v_(?P<cls>.+)_g\d+_c\d+$")
 def ucf101_class(clip_id: str) -> str | None:
     """The class a UCF-101 clip name carries (``v_<Class>_gXX_cYY``), or None for another name.
 
-    Example:
+    Examples:
         >>> ucf101_class("v_ApplyEyeMakeup_g08_c01"), ucf101_class("clip")
         ('ApplyEyeMakeup', None)
     """
@@ -52,7 +52,7 @@ def flow_indices(available: int, length: int, sampling: FlowSampling, train: boo
     ``length`` consecutive frames (the two-stream stack of Simonyan and Zisserman) starting at the centre in
     evaluation and at a random frame in training. Short clips use every frame and repeat the last one.
 
-    Example:
+    Examples:
         >>> flow_indices(10, 3, "segments", train=False), flow_indices(10, 3, "consecutive", train=False)
         ([1, 5, 8], [3, 4, 5])
     """
@@ -76,7 +76,7 @@ class FlowTransform:
         size: Height and width of the output.
         train: Training (random crop and flip) or evaluation (resize) transform.
 
-    Example:
+    Examples:
         >>> still = torch.full((3, 2, 8, 8), 128, dtype=torch.uint8)  # no motion
         >>> out = FlowTransform(4, train=False)(still)
         >>> tuple(out.shape), round(float(out.abs().max()), 3)
@@ -219,7 +219,7 @@ class UCF101DataModule(ClipListDataModule[VideoClip]):
         flow_x_prefix: Start of the x-flow frame names (empty: every jpg in ``flow_x_dir/<clip>``).
         flow_y_prefix: Start of the y-flow frame names.
 
-    Example:
+    Examples:
         >>> try:
         ...     UCF101DataModule("no/such/folder")
         ... except ValueError as error:  # the root is checked at once, naming it

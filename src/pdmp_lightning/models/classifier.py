@@ -66,7 +66,7 @@ class MultimodalClassifier(pl.LightningModule):
         lr_scheduler: Learning-rate scheduler factory, or None.
         task: ``"multiclass"``, ``"multilabel"`` or ``"regression"``.
 
-    Example:
+    Examples:
         >>> from pdmp_lightning.models import MLPEncoder
         >>> encoders = {"audio": MLPEncoder(8, out_features=4), "visual": MLPEncoder(6, out_features=4)}
         >>> model = MultimodalClassifier(encoders, num_classes=3)

@@ -16,7 +16,7 @@ Transformer encoders with the same contract are in :mod:`pdmp_lightning.models.t
 (:class:`~pdmp_lightning.models.VisionTransformerEncoder`,
 :class:`~pdmp_lightning.models.SpectrogramTransformerEncoder`).
 
-Example:
+Examples:
     >>> import torch
     >>> encoder = MLPEncoder(in_features=6, hidden=[16], out_features=8)
     >>> encoder(torch.randn(2, 6)).shape
@@ -70,7 +70,7 @@ class MLPEncoder(nn.Module):
         dropout: Dropout probability after each hidden activation (0 disables dropout).
         activation: Nonlinearity after each hidden layer.
 
-    Example:
+    Examples:
         >>> import torch
         >>> MLPEncoder(16, hidden=[32], out_features=8)(torch.randn(2, 16)).shape
         torch.Size([2, 8])
@@ -139,7 +139,7 @@ class ConvEncoder(nn.Module):
         channels: Output channels of each convolutional stage, in order (at least one stage).
         out_features: Width of the output features.
 
-    Example:
+    Examples:
         >>> import torch
         >>> ConvEncoder(in_channels=1, channels=[8, 16], out_features=32)(torch.randn(2, 1, 16, 16)).shape
         torch.Size([2, 32])
@@ -202,7 +202,7 @@ class ResNet18Encoder(nn.Module):
         in_channels: Number of input channels (3 for RGB frames, 1 for spectrograms).
         temporal_pooling: How per-frame features of a video are pooled over time.
 
-    Example:
+    Examples:
         >>> import torch
         >>> frames = torch.randn(2, 3, 4, 32, 32)  # [batch, channels, time, height, width]
         >>> ResNet18Encoder(in_channels=3)(frames).shape  # pooled over the 4 frames
@@ -264,7 +264,7 @@ class WaveformEncoder(nn.Module):
         out_features: Output width of the ``"conv"`` backbone (128 when omitted); must be omitted or
             512 with ``"resnet18"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> WaveformEncoder(backbone="conv", out_features=16)(torch.randn(2, 16000)).shape
         torch.Size([2, 16])

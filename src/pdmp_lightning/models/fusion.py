@@ -32,7 +32,7 @@ class Fusion(nn.Module):
         feature_dims: Modality -> feature size, in the order the modalities are fused.
         num_classes: Number of classes.
 
-    Example:
+    Examples:
         >>> isinstance(build_fusion("sum", {"audio": 4, "visual": 6}, num_classes=3), Fusion)
         True
     """
@@ -49,7 +49,7 @@ class Fusion(nn.Module):
 class ConcatFusion(Fusion):
     """``W [z_1; ...; z_M] + b``: the late-fusion linear head most balancing methods assume.
 
-    Example:
+    Examples:
         >>> fusion = ConcatFusion({"audio": 4, "visual": 6}, num_classes=3)
         >>> features = {"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}
         >>> fusion(features).shape
@@ -80,7 +80,7 @@ class ConcatFusion(Fusion):
 class SumFusion(Fusion):
     """``sum_m (W_m z_m + b_m)``: one linear head per modality.
 
-    Example:
+    Examples:
         >>> fusion = SumFusion({"audio": 4, "visual": 6}, num_classes=3)
         >>> sorted(fusion.split_logits({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}))
         ['audio', 'visual']
@@ -121,7 +121,7 @@ class _ConditionedFusion(Fusion):
 class FiLMFusion(_ConditionedFusion):
     """``head(gamma(z_c) * h + beta(z_c))`` with ``h`` the projected sum of the other modalities.
 
-    Example:
+    Examples:
         >>> fusion = FiLMFusion({"audio": 4, "visual": 6}, num_classes=3, hidden=8, condition="visual")
         >>> fusion({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}).shape
         torch.Size([2, 3])
@@ -141,7 +141,7 @@ class FiLMFusion(_ConditionedFusion):
 class GatedFusion(_ConditionedFusion):
     """``head(sigmoid(g(z_c)) * h)`` with ``h`` the projected sum of the other modalities.
 
-    Example:
+    Examples:
         >>> fusion = GatedFusion({"audio": 4, "visual": 6}, num_classes=3, hidden=8)
         >>> fusion.condition, fusion({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}).shape
         ('audio', torch.Size([2, 3]))
@@ -163,7 +163,7 @@ def build_fusion(
 ) -> Fusion:
     """Builds the fusion called ``name`` (one of ``concat``, ``sum``, ``film``, ``gated``).
 
-    Example:
+    Examples:
         >>> type(build_fusion("film", {"audio": 4, "visual": 6}, num_classes=3)).__name__
         'FiLMFusion'
     """

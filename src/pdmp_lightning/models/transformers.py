@@ -110,7 +110,7 @@ class VisionTransformerEncoder(nn.Module):
         dropout: Dropout in the blocks and the attention.
         temporal_pooling: How per-frame features of a video are pooled over time.
 
-    Example:
+    Examples:
         >>> import torch
         >>> encoder = VisionTransformerEncoder(image_size=32, patch_size=8, depth=2, width=64, heads=4)
         >>> encoder(torch.randn(2, 3, 4, 32, 32)).shape  # [batch, channels, time, height, width]
@@ -176,7 +176,7 @@ class SpectrogramTransformerEncoder(nn.Module):
         mlp_dim: Hidden width of each block's MLP (None: 4 x ``width``).
         dropout: Dropout in the blocks and the attention.
 
-    Example:
+    Examples:
         >>> import torch
         >>> encoder = SpectrogramTransformerEncoder((40, 30), patch_size=8, stride=6, depth=2, width=32, heads=2)
         >>> encoder(torch.randn(2, 1, 40, 30)).shape

@@ -123,7 +123,7 @@ class HypergradientBoost(BoundedBoost):
         rate: Change of ``log k`` per step at a cosine of 1.
         interval: Optimizer steps between two updates of the multiplier.
 
-    Example:
+    Examples:
         >>> boost = HypergradientBoost(ceiling=10.0, floor=1.0)
         >>> boost.value, boost.state_dict()["value"]
         (10.0, 10.0)
@@ -225,7 +225,7 @@ class LossBackoff(BoundedBoost):
         backoff: Factor applied when the loss rose.
         growth: Factor applied when it did not.
 
-    Example:
+    Examples:
         >>> boost = LossBackoff(ceiling=10.0, floor=1.0)
         >>> boost.value
         10.0

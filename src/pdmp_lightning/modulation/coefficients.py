@@ -41,7 +41,7 @@ def priority_coefficients(
     Returns:
         Modality name -> multiplier, in ranking order.
 
-    Example:
+    Examples:
         >>> priority_coefficients(["visual", "audio"], gamma_p=10.0, gamma_r=0.5)
         {'visual': 10.0, 'audio': 0.5}
         >>> priority_coefficients(["visual", "audio"], gamma_p=3.0, gamma_r=1.0, formula="normalized")

@@ -97,7 +97,7 @@ def register_learning_rate_linear(optimizer_class: type[Optimizer]) -> type[Opti
     The step must move each parameter by ``lr * f(state, gradient, parameter)`` with ``f`` not
     depending on ``lr`` (Lion, LAMB and most Adam variants qualify). Usable as a class decorator.
 
-    Example:
+    Examples:
         >>> class MyAdam(torch.optim.Adam):
         ...     pass
         >>> register_learning_rate_linear(MyAdam) is MyAdam

@@ -73,7 +73,7 @@ def method_record(method: FlowMethod) -> str:
 def compute_flow(previous: np.ndarray, current: np.ndarray, method: FlowMethod) -> np.ndarray:
     """Dense optical flow from one grayscale ``uint8 [H, W]`` frame to the next: ``float32 [H, W, 2]`` (x, y) pixels.
 
-    Example:
+    Examples:
         >>> frame = np.zeros((16, 16), dtype=np.uint8)
         >>> compute_flow(frame, frame, "farneback").shape
         (16, 16, 2)
@@ -89,7 +89,7 @@ def compute_flow(previous: np.ndarray, current: np.ndarray, method: FlowMethod) 
 def flow_to_uint8(flow: np.ndarray) -> np.ndarray:
     """Flow in pixels clipped to [-20, 20] and mapped linearly onto 0..255 (rounded): 0 px is 128.
 
-    Example:
+    Examples:
         >>> flow_to_uint8(np.array([-30.0, -20.0, 0.0, 20.0])).tolist()
         [0, 0, 128, 255]
     """
@@ -130,7 +130,7 @@ def write_flow(frames: list[Path], folder: Path, method: FlowMethod) -> int:
 def ucf101_list_clip(line: str) -> str:
     """The clip name a split-list line names (``Class/v_Class_gXX_cYY.avi [label]``; a trailing slash is fine).
 
-    Example:
+    Examples:
         >>> ucf101_list_clip("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1")
         'v_ApplyEyeMakeup_g08_c01'
         >>> ucf101_list_clip("Archery\\\\v_Archery_g01_c01/")

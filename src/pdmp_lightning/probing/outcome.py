@@ -249,7 +249,7 @@ SLOW_START_MARGIN = 0.2
 def clearly_above_chance(score: float, chance: float, top: float = 1.0) -> bool:
     """Whether ``score`` is at least 10% of the way from ``chance`` (1/C for accuracy) to ``top``.
 
-    Example:
+    Examples:
         >>> clearly_above_chance(0.3, 1 / 4), clearly_above_chance(0.35, 1 / 4)
         (False, True)
     """
@@ -265,7 +265,7 @@ def standard_error(first: float, second: float | None, samples: int) -> float:
 def rank_by_score(scores: Mapping[str, float]) -> list[str]:
     """Modalities best first; ties broken by name, so the ranking is deterministic.
 
-    Example:
+    Examples:
         >>> rank_by_score({"b": 0.7, "a": 0.7, "c": 0.9})
         ['c', 'a', 'b']
     """

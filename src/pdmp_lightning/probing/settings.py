@@ -52,7 +52,7 @@ class ProbeSettings:
             hparams), else scans the labels.
         seed: Seed of the held-out split.
 
-    Example:
+    Examples:
         >>> ProbeSettings(max_epochs=10, metric="macro_f1").patience
         3
         >>> ProbeSettings(max_epochs=0)  # doctest: +ELLIPSIS

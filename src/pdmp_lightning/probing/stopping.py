@@ -40,7 +40,7 @@ def stop_reasons(
 
     ``chance`` is the score of an uninformed predictor (1/C for accuracy), ``top`` the best possible.
 
-    Example:
+    Examples:
         >>> from pdmp_lightning.probing.outcome import ProbeCurve
         >>> fast = ProbeCurve("audio", epochs=[1, 2, 3, 4], scores=[0.6, 0.61, 0.6, 0.6])
         >>> slow = ProbeCurve("visual", epochs=[1, 2, 3, 4], scores=[0.3, 0.4, 0.5, 0.7])

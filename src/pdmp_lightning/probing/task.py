@@ -51,7 +51,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 def infer_task(targets: Tensor, requested: str = "auto") -> TaskKind:
     """The task ``targets`` (one batch) imply, checked against ``requested`` when it is not ``"auto"``.
 
-    Example:
+    Examples:
         >>> infer_task(torch.tensor([0, 2, 1])), infer_task(torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
         ('multiclass', 'multilabel')
         >>> infer_task(torch.tensor([0.3, -1.2])), infer_task(torch.tensor([[0.0, 1.0]]), "regression")

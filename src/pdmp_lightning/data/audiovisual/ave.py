@@ -51,7 +51,7 @@ class AVEDataModule(AudioVisualDataModule):
         test_split: The test list.
         annotations: The list of all videos, read (when present) for the class names.
 
-    Example:
+    Examples:
         >>> try:
         ...     AVEDataModule("no/such/folder")
         ... except ValueError as error:  # the root is checked at once, naming it

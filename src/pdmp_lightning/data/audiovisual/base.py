@@ -42,7 +42,7 @@ def splits_to_build(stage: str | None, carved: bool, built: Collection[str]) -> 
     With a carved validation split (``carved``: the dataset has no validation list), train and validation
     are built together, since the one is cut out of the other.
 
-    Example:
+    Examples:
         >>> splits_to_build("validate", carved=True, built=[]), splits_to_build("test", carved=True, built=["test"])
         (['train', 'val'], [])
     """

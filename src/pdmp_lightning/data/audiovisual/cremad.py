@@ -54,7 +54,7 @@ class CREMADDataModule(AudioVisualDataModule):
         train_split: The train list.
         test_split: The test list.
 
-    Example:
+    Examples:
         >>> try:
         ...     CREMADDataModule("no/such/folder")
         ... except ValueError as error:  # the root is checked at once, naming it

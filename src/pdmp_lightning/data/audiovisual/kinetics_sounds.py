@@ -44,7 +44,7 @@ class KineticsSoundsDataModule(AudioVisualDataModule):
         test_split: The test list.
         delimiter: Field separator of the lists (None: ``","`` on lines that hold one, else whitespace).
 
-    Example:
+    Examples:
         >>> try:
         ...     KineticsSoundsDataModule("no/such/folder")
         ... except ValueError as error:  # the root is checked at once, naming it

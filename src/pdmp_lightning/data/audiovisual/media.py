@@ -43,7 +43,7 @@ FrameTransform = Callable[[Tensor], Tensor]
 def natural_sort_key(name: str) -> tuple[tuple[str, int], ...]:
     """Sort key that orders digit runs by value, so ``frame_2.jpg`` comes before ``frame_10.jpg``.
 
-    Example:
+    Examples:
         >>> sorted(["frame_10.jpg", "frame_2.jpg", "frame_1.jpg"], key=natural_sort_key)
         ['frame_1.jpg', 'frame_2.jpg', 'frame_10.jpg']
     """
@@ -67,7 +67,7 @@ def select_frame_indices(available: int, num_frames: int) -> list[int]:
     ``floor((i + 0.5) * available / num_frames)``: one frame is the middle one, as many as there are is
     all of them. With fewer frames than asked, every frame is used once and the last one is repeated.
 
-    Example:
+    Examples:
         >>> select_frame_indices(9, 3), select_frame_indices(3, 1), select_frame_indices(2, 4)
         ([1, 4, 7], [1], [0, 1, 1, 1])
     """
@@ -108,7 +108,7 @@ def segment_indices(available: int, num_frames: int, train: bool) -> list[int]:
     the two-stream recipes of BalanceBenchmark and TSN do. With fewer frames than asked, both use every
     frame once and repeat the last one.
 
-    Example:
+    Examples:
         >>> segment_indices(9, 3, train=False)
         [1, 4, 7]
         >>> all(3 * i <= index < 3 * (i + 1) for i, index in enumerate(segment_indices(9, 3, train=True)))
@@ -172,7 +172,7 @@ def log_spectrogram(
     frames padded by reflection (librosa < 0.10, the version OGM-GE used; librosa >= 0.10 pads with
     zeros, which changes only the first and last frame). The defaults give ``[1, 257, 188]``.
 
-    Example:
+    Examples:
         >>> log_spectrogram(torch.zeros(22050)).shape
         torch.Size([1, 257, 188])
     """

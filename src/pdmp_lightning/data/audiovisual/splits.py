@@ -73,7 +73,7 @@ def stratified_validation_split(labels: Sequence[int], fraction: float, seed: in
     Returns:
         The train positions and the validation positions, each sorted.
 
-    Example:
+    Examples:
         >>> stratified_validation_split([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], 0.2, seed=0)[1].__len__()
         2
     """
