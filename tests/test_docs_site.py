@@ -26,11 +26,14 @@ def pages(site: Path) -> dict[str, str]:
 
 
 def test_docstring_examples_render_as_highlighted_code_not_quotes(site: Path) -> None:
-    api = (site / "api" / "index.html").read_text(encoding="utf-8")
-    assert "<blockquote>" not in api  # ">>>" read as nested quote markers: the docstrings must say "Examples:"
+    reference = {name: html for name, html in pages(site).items() if name.startswith("reference/")}
+    assert len(reference) == 5  # one page per part of the API
     highlighted = re.compile(r'<div class="highlight"><pre[^>]*>.*?</pre></div>', flags=re.S)
-    assert sum("&gt;&gt;&gt;" in block for block in highlighted.findall(api)) >= 30
-    assert "&gt;&gt;&gt;" not in highlighted.sub("", api)  # every doctest line is inside a code block
+    for name, html in reference.items():
+        assert "<blockquote>" not in html, name  # ">>>" read as quote markers: the docstrings must say "Examples:"
+        assert "&gt;&gt;&gt;" not in highlighted.sub("", html), name  # every doctest line is in a code block
+    blocks = [b for html in reference.values() for b in highlighted.findall(html)]
+    assert sum("&gt;&gt;&gt;" in block for block in blocks) >= 30
 
 
 def test_no_list_runs_into_its_paragraph(site: Path) -> None:
