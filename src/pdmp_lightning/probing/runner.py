@@ -120,7 +120,7 @@ class ProbeRunner:
             f"every {check_batches} batches, at most {settings.max_epochs:g} probe epochs; each stops once it has "
             "plateaued or the ranking is settled."
         )
-        batches = _cycle(data.train, data.epoch_batches, lambda raw: self._prepare(raw, pl_module, num_classes))
+        batches = _cycle(data.train, data.epoch_batches, lambda raw: self._prepare(raw, pl_module))
         setup_seconds = time.perf_counter() - start
         validation_seconds, val_samples, samples, trained = 0.0, 0, 0, 0
         active = set(probes)
@@ -131,11 +131,11 @@ class ProbeRunner:
         ):
             while active:
                 count = min(check_batches, cap_batches - trained)
-                losses = self._train(probes, optimizers, scalers, active, batches, count, num_classes)
+                losses = self._train(probes, optimizers, scalers, active, batches, count)
                 trained += count
                 self._raise_if_diverged(trainer, pl_module, losses)
                 validating = time.perf_counter()
-                scores, val_samples = self._evaluate(probes, metrics, active, data, pl_module, num_classes)
+                scores, val_samples = self._evaluate(probes, metrics, active, data, pl_module)
                 validation_seconds += time.perf_counter() - validating
                 for modality in sorted(active):
                     curve = curves[modality]
@@ -280,7 +280,7 @@ class ProbeRunner:
     def _input(self, batch: Any, modality: str) -> Tensor:
         return select_from_batch(batch, self.inputs[modality], f"inputs[{modality!r}]")
 
-    def _prepare(self, raw: Any, pl_module: pl.LightningModule, num_classes: int) -> Any:
+    def _prepare(self, raw: Any, pl_module: pl.LightningModule) -> Any:
         """Moves a loader's batch to the device, checking its labels' range once, on the host.
 
         The loader's batch is checked before the move (no accelerator read); a batch that only the
@@ -293,13 +293,11 @@ class ProbeRunner:
         batch = self._to_device(raw, pl_module)
         if labels is None:
             labels = select_from_batch(batch, self.target, "target")
-        multiclass = self._task_in_use is None or self._task_in_use.kind == "multiclass"
-        if (
-            multiclass
-            and labels.device.type == "cpu"
-            and not (labels.dtype.is_floating_point or labels.dtype == torch.bool)
-        ):
-            self._check_label_range(labels, num_classes)
+        task = self._task_in_use
+        assert task is not None  # resolved from the first batch before any batch is prepared
+        integer = not (labels.dtype.is_floating_point or labels.dtype == torch.bool)
+        if task.kind == "multiclass" and integer and labels.device.type == "cpu":
+            self._check_label_range(labels, task.outputs)
         return batch
 
     def _labels(self, batch: Any) -> Tensor:
@@ -348,7 +346,6 @@ class ProbeRunner:
         active: set[str],
         batches: Generator[Any, None, None],
         count: int,
-        num_classes: int,
     ) -> dict[str, float]:
         """Trains the active probes on the next ``count`` batches; their mean losses, read back once."""
         task = self._task_in_use
@@ -397,7 +394,6 @@ class ProbeRunner:
         active: set[str],
         data: _ProbeData,
         pl_module: pl.LightningModule,
-        num_classes: int,
     ) -> tuple[dict[str, float], int]:
         task = self._task_in_use
         assert task is not None
@@ -410,7 +406,7 @@ class ProbeRunner:
         for index, raw in enumerate(data.val):
             if index >= data.val_batches:
                 break
-            batch = self._prepare(raw, pl_module, num_classes)
+            batch = self._prepare(raw, pl_module)
             labels = self._labels(batch)
             samples += labels.shape[0]
             for modality in active:

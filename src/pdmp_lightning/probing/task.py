@@ -120,7 +120,7 @@ class ProbeTask:
         """Checks ``metric`` (a name, None for the task's default, or a Metric instance) against ``kind``."""
         names = TASK_METRICS[kind]
         if metric is None:
-            return cls(kind, outputs, names[0], top=_top(kind, names[0]))
+            return cls(kind, outputs, names[0], top=_top(names[0]))
         if isinstance(metric, Metric):
             higher = getattr(metric, "higher_is_better", None)
             if higher is None:
@@ -135,7 +135,7 @@ class ProbeTask:
             return cls(kind, outputs, type(metric).__name__, metric=metric, top=top)
         if metric not in names:
             raise config_error("probes.metric", metric, f"for a {kind} task, one of {list(names)} or a Metric instance")
-        return cls(kind, outputs, str(metric), top=_top(kind, str(metric)))
+        return cls(kind, outputs, str(metric), top=_top(str(metric)))
 
     @property
     def higher_is_better(self) -> bool:
@@ -193,5 +193,6 @@ class ProbeTask:
         return value if self.higher_is_better else -value
 
 
-def _top(kind: str, name: str) -> float:
+def _top(name: str) -> float:
+    """Best possible score of a named metric: 0 for the negated mean squared error, 1 for the others."""
     return 0.0 if name == "neg_mse" else 1.0
