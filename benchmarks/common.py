@@ -227,6 +227,21 @@ def method_callback(method: str, modalities: Sequence[str], options: dict[str, A
     return factories[method](paths, **options) if method in factories else None
 
 
+def benchmark_trainer(max_epochs: int, callbacks: Sequence[Callback | None], scratch: str) -> pl.Trainer:
+    """The Trainer of every benchmark run: one CPU, deterministic, no logger or bar, files under ``scratch``."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[c for c in callbacks if c is not None],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        default_root_dir=scratch,
+    )
+
+
 def execute(run: Run) -> dict[str, Any]:
     """Trains one run and returns its metrics, timings and (for PDMP) the probe outcome."""
     task = ALL_TASKS[run.task]
@@ -247,17 +262,8 @@ def execute(run: Run) -> dict[str, Any]:
             EarlyStopping(monitor="val_accuracy", mode="max", patience=CONVERGE_PATIENCE) if run.converge else None
         )
         timer = EpochTimer()
-        trainer = pl.Trainer(
-            max_epochs=run.epochs or (CONVERGE_MAX_EPOCHS if run.converge else task.epochs),
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            callbacks=[c for c in (callback, checkpoint, stop, plateau, timer) if c is not None],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            default_root_dir=scratch,
-        )
+        epochs = run.epochs or (CONVERGE_MAX_EPOCHS if run.converge else task.epochs)
+        trainer = benchmark_trainer(epochs, [callback, checkpoint, stop, plateau, timer], scratch)
         started = time.perf_counter()
         trainer.fit(module, datamodule=data)
         train_seconds = time.perf_counter() - started

@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import pdmp_lightning
-from benchmarks.common import OPTIMIZERS, OUT, machine, mean_std, run_all, write_json
+from benchmarks.common import OPTIMIZERS, OUT, benchmark_trainer, machine, mean_std, run_all, write_json
 from pdmp_lightning.data import SyntheticMultimodalDataModule
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 
@@ -69,17 +69,7 @@ def execute(run: TaskRun) -> dict[str, Any]:
     callback = pdmp_lightning.PDMPCallback(paths) if run.method == "pdmp" else None
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = ModelCheckpoint(dirpath=scratch, monitor=f"val_{metric}", mode="max")
-        trainer = pl.Trainer(
-            max_epochs=run.epochs,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            callbacks=[c for c in (callback, checkpoint) if c is not None],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            default_root_dir=scratch,
-        )
+        trainer = benchmark_trainer(run.epochs, [callback, checkpoint], scratch)
         started = time.perf_counter()
         trainer.fit(model, datamodule=data)
         seconds = time.perf_counter() - started
