@@ -248,6 +248,7 @@ class AGMCallback(BalancingCallback):
         self._fused: nn.Module | None = None
         self._encoders: dict[str, nn.Module] = {}
         self._outer: nn.Module | None = None
+        self._outer_path = ""
         self._outer_call: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._handles: list[RemovableHandle] = []
         self._zeroed: frozenset[str] = frozenset()
@@ -264,7 +265,8 @@ class AGMCallback(BalancingCallback):
         self._fused = self.access.fused_module(type(self).__name__)
         if self.masking == "inputs":
             self._encoders = {m: self._encoder(m) for m in self.modality_names}
-            self._outer = _enclosing_module(pl_module, [*self._encoders.values(), self._fused])
+            self._outer_path = _enclosing_path(pl_module, [*self._encoders.values(), self._fused])
+            self._outer = pl_module.get_submodule(self._outer_path)
 
     def _encoder(self, modality: str) -> nn.Module:
         group = self.groups[modality]
@@ -388,7 +390,7 @@ class AGMCallback(BalancingCallback):
                 raise config_error(
                     "masking",
                     "inputs",
-                    f"a training forward that calls `{_path_of(self._outer)}`, which AGM reruns with a modality's "
+                    f"a training forward that calls {_call_of(self._outer_path)}, which AGM reruns with a modality's "
                     "encoder inputs zeroed",
                     "call that module in training_step (e.g. logits = self.model(...) or self(batch)), or use "
                     "masking='features'.",
@@ -463,8 +465,8 @@ def _replace_first(output: Any, logits: Tensor) -> Any:
     return logits
 
 
-def _enclosing_module(root: nn.Module, modules: Sequence[nn.Module]) -> nn.Module:
-    """The deepest submodule of ``root`` that contains all ``modules``: its forward calls them all."""
+def _enclosing_path(root: nn.Module, modules: Sequence[nn.Module]) -> str:
+    """The path of the deepest submodule of ``root`` that contains all ``modules`` ("": ``root``)."""
     names = {id(module): name for name, module in root.named_modules()}
     paths = [names[id(m)].split(".") if names[id(m)] else [] for m in modules]
     common: list[str] = []
@@ -474,8 +476,9 @@ def _enclosing_module(root: nn.Module, modules: Sequence[nn.Module]) -> nn.Modul
         common.append(parts[0])
     while common and root.get_submodule(".".join(common)) in modules:
         common.pop()
-    return root.get_submodule(".".join(common)) if common else root
+    return ".".join(common)
 
 
-def _path_of(module: nn.Module | None) -> str:
-    return type(module).__name__ if module is not None else "the model"
+def _call_of(path: str) -> str:
+    """How a training step calls the submodule at ``path``, for messages."""
+    return f"`self.{path}(...)`" if path else "the LightningModule itself (`self(...)`)"
