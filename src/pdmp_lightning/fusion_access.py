@@ -93,7 +93,9 @@ class ModuleProtocolAccess(FusionAccess):
         feature_paths: Modality -> that submodule's path (for messages).
     """
 
-    def __init__(self, module: nn.Module, feature_modules: Mapping[str, nn.Module], feature_paths: Mapping[str, str]):
+    def __init__(
+        self, module: nn.Module, feature_modules: Mapping[str, nn.Module], feature_paths: Mapping[str, str]
+    ) -> None:
         self.module = module
         self.modality_names = list(feature_modules)
         self.feature_paths = dict(feature_paths)

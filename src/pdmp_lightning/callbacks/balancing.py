@@ -148,8 +148,9 @@ class BalancingCallback(ModalityModulationCallback):
         """The first batch's targets must be integer class labels, one per sample: the method scores classes."""
         self._targets_checked = True
         floating = targets.dtype.is_floating_point or targets.dtype == torch.bool
-        if floating or (targets.dim() > 1 and targets.shape[1:].numel() > 1):
-            kind = "multi-label or multi-output" if targets.dim() > 1 and targets.shape[1:].numel() > 1 else "real"
+        wide = targets.dim() > 1 and targets.shape[1:].numel() > 1
+        if floating or wide:
+            kind = "multi-label or multi-output" if wide else "real"
             raise config_error(
                 "target",
                 f"{self.target!r}: {kind} targets of dtype {targets.dtype} and shape {tuple(targets.shape)}",
