@@ -22,7 +22,12 @@ from pdmp_lightning.data.audiovisual import (
     CREMADDataModule,
     KineticsSoundsDataModule,
 )
-from pdmp_lightning.data.audiovisual.media import load_audio, natural_sort_key, select_frame_indices
+from pdmp_lightning.data.audiovisual.media import (
+    frame_indices,
+    load_audio,
+    natural_sort_key,
+    select_frame_indices,
+)
 from pdmp_lightning.errors import PDMPConfigurationError
 
 SIZE = 32
@@ -190,19 +195,47 @@ def test_cremad_validation_split_is_stratified_disjoint_and_seeded(tmp_path: Pat
     assert [e.clip_id for e in datamodule.entries["test"]] == [clip for clip, _ in clips[24:]]
 
 
-def test_frames_are_evenly_spaced_and_short_clips_repeat_the_last(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("selection", "nine", "two"),
+    [
+        (None, [10, 30, 50], [10, 30, 30]),  # CREMA-D's official rule: the first T in sorted order
+        ("first", [10, 30, 50], [10, 30, 30]),
+        ("segment_starts", [10, 70, 130], [10, 10, 10]),  # frames floor(N / T) * i: 0, 3, 6; 0, 0, 0
+        ("centres", [30, 90, 150], [10, 30, 30]),  # frames 1, 4, 7 of 0..8; the last one repeated
+    ],
+)
+def test_frame_selection_rules(tmp_path: Path, selection: str | None, nine: list[int], two: list[int]) -> None:
     make_cremad(tmp_path, num_train=6, num_test=2)
     clip = cremad_clip(6)[0]  # first test clip
     for path in (tmp_path / "Image-01-FPS" / clip).iterdir():
         path.unlink()
-    write_frames(tmp_path / "Image-01-FPS" / clip, 9, names="img{}.jpg", first=1)  # img1 .. img9: natural order
-    datamodule = CREMADDataModule(str(tmp_path), image_size=SIZE, num_frames=3)
+    # img1 .. img9 in natural order, written in an order os.listdir need not follow.
+    for i in (8, 0, 4, 2, 6, 1, 3, 5, 7):
+        Image.new("RGB", (24, 20), (20 * i + 10,) * 3).save(tmp_path / "Image-01-FPS" / clip / f"img{i + 1}.jpg")
+    options = {} if selection is None else {"frame_selection": selection}
+    datamodule = CREMADDataModule(str(tmp_path), image_size=SIZE, num_frames=3, **options)  # type: ignore[arg-type]
     datamodule.setup("test")
     dataset = datamodule.datasets["test"]
-    assert frame_levels(dataset[0]["visual"]) == [30, 90, 150]  # frames 1, 4, 7 of 0..8
-    assert frame_levels(dataset[1]["visual"]) == [10, 30, 30]  # 2 frames: the last one repeated
+    assert frame_levels(dataset[0]["visual"]) == nine
+    assert frame_levels(dataset[1]["visual"]) == two  # 2 frames for 3
+
+
+def test_frame_rules_by_dataset_and_bad_rule(tmp_path: Path) -> None:
+    assert [frame_indices(10, 3, rule) for rule in ("first", "segment_starts", "centres")] == [
+        [0, 1, 2],
+        [0, 3, 6],
+        [1, 5, 8],
+    ]
     assert select_frame_indices(5, 1) == [2] and select_frame_indices(1, 3) == [0, 0, 0]
     assert sorted(["f10.jpg", "f9.jpg"], key=natural_sort_key) == ["f9.jpg", "f10.jpg"]
+    for folder in ("ave", "ks"):
+        (tmp_path / folder).mkdir()
+    make_ave(tmp_path / "ave")
+    make_kinetics(tmp_path / "ks")
+    assert AVEDataModule(str(tmp_path / "ave"), image_size=SIZE).frame_selection == "first"
+    assert KineticsSoundsDataModule(str(tmp_path / "ks"), image_size=SIZE).frame_selection == "segment_starts"
+    with pytest.raises(PDMPConfigurationError, match=r"`frame_selection`: got 'middle'.*'segment_starts'"):
+        AVEDataModule(str(tmp_path / "ave"), frame_selection="middle")  # type: ignore[arg-type]
 
 
 def test_missing_files_are_counted_warned_and_skipped(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePath
 
 from pdmp_lightning.data.audiovisual.base import AudioVisualDataModule
+from pdmp_lightning.data.audiovisual.media import FrameSelection
 from pdmp_lightning.data.audiovisual.splits import ClipEntry, read_rows, relative_path, unique_entries
 from pdmp_lightning.errors import config_error
 from pdmp_lightning.types import NonNegativeInt, PositiveInt
@@ -34,14 +35,17 @@ class AVEDataModule(AudioVisualDataModule):
     AVE has its own validation list, which is used as is (there is no ``val_fraction`` or ``seed``).
     Labels index the categories sorted alphabetically, as found in the lists (and in ``Annotations.txt``
     when present): 28 for the full dataset. A video listed twice in one list is kept once (first line).
-    ``num_frames`` evenly spaced frames are taken per clip (3 by default, as in OGM-GE's AVE loader); a clip
-    with fewer frames repeats its last one. Clips whose frames or audio are missing are skipped with a warning.
+    ``num_frames`` frames are taken per clip (3 by default): by default the first ``num_frames`` in sorted
+    order, as the loader of this layout (PMR's ``AVEDataset``) does with ``os.listdir``;
+    ``frame_selection="segment_starts"`` for OGM-GE's ``AVDataset`` rule, ``"centres"`` for evenly spaced
+    frames; a clip with fewer frames repeats its last one. Clips whose frames or audio are missing are
+    skipped with a warning.
 
     Args:
         root: The AVE folder.
         batch_size: Samples per batch.
         num_workers: DataLoader worker processes.
-        num_frames: Frames per clip, evenly spaced over the clip's frames.
+        num_frames: Frames per clip.
         image_size: Height and width of the frames (224 in the papers; smaller for CPU runs).
         frames_dir: Folder of the per-video frame folders.
         audio_dir: Folder of the spectrograms.
@@ -50,6 +54,8 @@ class AVEDataModule(AudioVisualDataModule):
         val_split: The validation list.
         test_split: The test list.
         annotations: The list of all videos, read (when present) for the class names.
+        frame_selection: Which frames of a clip: ``"first"`` (official), ``"segment_starts"`` or
+            ``"centres"`` (see :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
 
     Examples:
         >>> try:
@@ -73,8 +79,10 @@ class AVEDataModule(AudioVisualDataModule):
         val_split: str = "valSet.txt",
         test_split: str = "testSet.txt",
         annotations: str = "Annotations.txt",
+        frame_selection: FrameSelection = "first",
     ) -> None:
         super().__init__(root, batch_size, num_workers, num_frames, image_size, val_fraction=None, seed=0)
+        self._set_frame_selection(frame_selection)
         if not isinstance(allow_pickle, bool):
             raise config_error("allow_pickle", allow_pickle, "True or False")
         self.allow_pickle = allow_pickle

@@ -19,7 +19,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pdmp_lightning.data.audiovisual.media import frame_transform, list_frames, load_audio, load_frames
+from pdmp_lightning.data.audiovisual.media import (
+    CREMAD_SAMPLE_RATE,
+    FRAME_SELECTIONS,
+    FrameSelection,
+    Resampler,
+    frame_transform,
+    list_frames,
+    load_audio,
+    load_frames,
+)
 from pdmp_lightning.data.audiovisual.splits import ClipEntry, stratified_validation_split
 from pdmp_lightning.data.base import SplitLoaders
 from pdmp_lightning.errors import PDMPConfigurationError, check_int, config_error, is_number
@@ -102,22 +111,34 @@ class AudioVisualClipDataset(ClipDataset[Clip]):
 
     Args:
         clips: The clips, with their files already found.
-        num_frames: Frames ``T`` per sample, evenly spaced (the last frame repeated for short clips).
+        num_frames: Frames ``T`` per sample.
         image_size: Height and width of the frames.
         train: Random crop and flip (train) or a plain resize (evaluation).
+        frame_selection: Which ``T`` frames of a clip (see
+            :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
     """
 
-    def __init__(self, clips: Sequence[Clip], num_frames: int, image_size: int, train: bool) -> None:
+    def __init__(
+        self,
+        clips: Sequence[Clip],
+        num_frames: int,
+        image_size: int,
+        train: bool,
+        frame_selection: FrameSelection = "centres",
+    ) -> None:
         super().__init__(clips, train)
         self.num_frames = num_frames
         self.image_size = image_size
+        self.frame_selection: FrameSelection = frame_selection
         self.transform = frame_transform(image_size, train)
+        #: Resamples wav files to the CREMA-D rate (a picklable value: each worker gets its copy).
+        self.resampler = Resampler(CREMAD_SAMPLE_RATE)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         clip = self.clips[index]
         return {
-            "audio": load_audio(clip.audio),
-            "visual": load_frames(clip.frames, self.num_frames, self.transform),
+            "audio": load_audio(clip.audio, self.resampler),
+            "visual": load_frames(clip.frames, self.num_frames, self.transform, self.frame_selection),
             "label": torch.tensor(clip.label, dtype=torch.long),
         }
 
@@ -341,6 +362,21 @@ class AudioVisualDataModule(ClipListDataModule[Clip]):
         seed: Seed of the validation carve.
     """
 
+    #: Which frames a clip contributes (a subclass sets it from its ``frame_selection`` argument).
+    frame_selection: FrameSelection = "centres"
+
+    def _set_frame_selection(self, frame_selection: FrameSelection) -> None:
+        """Checks and keeps the ``frame_selection`` argument."""
+        if frame_selection not in FRAME_SELECTIONS:
+            raise config_error(
+                "frame_selection",
+                frame_selection,
+                f"one of {list(FRAME_SELECTIONS)}",
+                hint="'first' and 'segment_starts' are the official loaders' rules, 'centres' covers the whole "
+                "clip (see docs/datasets.md)",
+            )
+        self.frame_selection = frame_selection
+
     # --- what a subclass provides ---------------------------------------------------------------
 
     def _frames_folder(self, clip_id: str) -> Path:
@@ -369,4 +405,4 @@ class AudioVisualDataModule(ClipListDataModule[Clip]):
         return Clip(entry.clip_id, entry.label, tuple(frames), audio), ""
 
     def _dataset(self, clips: list[Clip], train: bool) -> AudioVisualClipDataset:
-        return AudioVisualClipDataset(clips, self.num_frames, self.image_size, train=train)
+        return AudioVisualClipDataset(clips, self.num_frames, self.image_size, train, self.frame_selection)

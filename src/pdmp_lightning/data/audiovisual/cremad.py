@@ -6,6 +6,7 @@ from pathlib import Path, PurePath
 from typing import Literal
 
 from pdmp_lightning.data.audiovisual.base import AudioVisualDataModule
+from pdmp_lightning.data.audiovisual.media import FrameSelection
 from pdmp_lightning.data.audiovisual.splits import ClipEntry, read_rows, relative_path, unique_entries
 from pdmp_lightning.errors import config_error
 from pdmp_lightning.types import NonNegativeInt, OpenUnitInterval, PositiveInt
@@ -28,23 +29,29 @@ class CREMADDataModule(AudioVisualDataModule):
     - ``AudioWAV/<clip_id>.wav`` (or ``<audio_dir>/<clip_id>.npy`` / ``.pt`` with ``audio="npy"`` / ``"pt"``).
 
     Batches are ``{"audio": float32 [B, 1, 257, 188], "visual": float32 [B, 3, T, H, W], "label": int64 [B]}``.
-    From wav, the audio is OGM-GE's recipe computed on the fly: mono at 22,050 Hz (resampled with
-    ``torchaudio.functional.resample`` if the file has another rate), tiled to 3 s, clipped to [-1, 1],
-    STFT with n_fft 512 and hop 353, ``log(|S| + 1e-7)``, plus a channel dimension. Precomputed ``.npy``
-    arrays (``allow_pickle=False``) and ``.pt`` tensors (``weights_only=True``) are returned as stored,
-    with a channel dimension added to 2-D arrays (they must share one shape to be batched).
+    From wav, the audio is OGM-GE's recipe computed on the fly: the file read as ``librosa.load(sr=22050)``
+    reads it (channels averaged; another rate resampled with soxr "HQ", librosa's own resampler, to
+    librosa's length, see :class:`~pdmp_lightning.data.audiovisual.media.Resampler`), tiled to 3 s,
+    clipped to [-1, 1], STFT with n_fft 512 and hop 353, ``log(|S| + 1e-7)``, plus a channel dimension
+    (:func:`~pdmp_lightning.data.audiovisual.media.log_spectrogram`). CREMA-D's wavs are 16 kHz: ``python -m
+    pdmp_lightning.prepare cremad`` writes them at 22,050 Hz once, so that training does not resample.
+    Precomputed ``.npy`` arrays (``allow_pickle=False``) and ``.pt`` tensors (``weights_only=True``) are
+    returned as stored, with a channel dimension added to 2-D arrays (they must share one shape to be
+    batched).
 
     Labels follow OGM-GE's fixed order NEU 0, HAP 1, SAD 2, FEA 3, DIS 4, ANG 5. CREMA-D has no validation
     list: ``val_fraction`` of the usable train clips is carved out, stratified by emotion, seeded by ``seed``.
-    ``num_frames`` evenly spaced frames are taken per clip (1 by default, as in OGM-GE; 2 or 3 in other
-    papers); a clip with fewer frames repeats its last one. Clips whose frames or audio are missing are
+    ``num_frames`` frames are taken per clip (1 by default, as in OGM-GE; 2 or 3 in other papers): by
+    default the first ``num_frames`` in sorted order, as OGM-GE's loader does (it takes the first names
+    ``os.listdir`` gives; its random choice is computed but not used), ``frame_selection="centres"`` for
+    evenly spaced ones; a clip with fewer frames repeats its last one. Clips whose frames or audio are missing are
     skipped with a warning.
 
     Args:
         root: The CREMA-D folder.
         batch_size: Samples per batch.
         num_workers: DataLoader worker processes.
-        num_frames: Frames per clip, evenly spaced over the clip's frames.
+        num_frames: Frames per clip.
         image_size: Height and width of the frames (224 in the papers; smaller for CPU runs).
         val_fraction: Share of the usable train clips carved into the validation split.
         seed: Seed of the validation carve.
@@ -53,6 +60,8 @@ class CREMADDataModule(AudioVisualDataModule):
         audio_dir: Folder of the audio files (None: ``AudioWAV`` for wav, ``audio`` for npy / pt).
         train_split: The train list.
         test_split: The test list.
+        frame_selection: Which frames of a clip: ``"first"`` (official), ``"segment_starts"`` or
+            ``"centres"`` (see :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
 
     Examples:
         >>> try:
@@ -76,8 +85,10 @@ class CREMADDataModule(AudioVisualDataModule):
         audio_dir: str | None = None,
         train_split: str = "train.csv",
         test_split: str = "test.csv",
+        frame_selection: FrameSelection = "first",
     ) -> None:
         super().__init__(root, batch_size, num_workers, num_frames, image_size, val_fraction, seed)
+        self._set_frame_selection(frame_selection)
         if audio not in DEFAULT_AUDIO_DIRS:
             raise config_error("audio", audio, f"one of {list(DEFAULT_AUDIO_DIRS)}")
         self.audio = audio

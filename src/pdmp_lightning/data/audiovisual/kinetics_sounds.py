@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePath
 
 from pdmp_lightning.data.audiovisual.base import AudioVisualDataModule
+from pdmp_lightning.data.audiovisual.media import FrameSelection
 from pdmp_lightning.data.audiovisual.splits import ClipEntry, read_rows, relative_path, unique_entries
 from pdmp_lightning.errors import config_error
 from pdmp_lightning.types import NonNegativeInt, OpenUnitInterval, PositiveInt
@@ -27,14 +28,17 @@ class KineticsSoundsDataModule(AudioVisualDataModule):
     and ``num_classes`` is the largest label in the train and test lists plus one; with other labels
     (class names without spaces) the names found are sorted and indexed. There is no validation list:
     ``val_fraction`` of the usable train clips is carved out, stratified by class and seeded by ``seed``.
-    ``num_frames`` evenly spaced frames are taken per clip (3 by default, the usual choice); a clip with
-    fewer frames repeats its last one. Clips whose frames or audio are missing are skipped with a warning.
+    ``num_frames`` frames are taken per clip (3 by default, the usual choice): by default frames
+    ``floor(N / T) * i`` of the ``N`` sorted frames, as OGM-GE's loader (``frame_0000{seg * i + 1}.jpg``),
+    which repeats the first frame when a clip has fewer than ``T``; ``frame_selection="centres"`` for the
+    centres of ``T`` equal segments, ``"first"`` for the first ``T``. Clips whose frames or audio are
+    missing are skipped with a warning.
 
     Args:
         root: The Kinetics-Sounds folder.
         batch_size: Samples per batch.
         num_workers: DataLoader worker processes.
-        num_frames: Frames per clip, evenly spaced over the clip's frames.
+        num_frames: Frames per clip.
         image_size: Height and width of the frames (224 in the papers; smaller for CPU runs).
         val_fraction: Share of the usable train clips carved into the validation split.
         seed: Seed of the validation carve.
@@ -43,6 +47,8 @@ class KineticsSoundsDataModule(AudioVisualDataModule):
         train_split: The train list.
         test_split: The test list.
         delimiter: Field separator of the lists (None: ``","`` on lines that hold one, else whitespace).
+        frame_selection: Which frames of a clip: ``"segment_starts"`` (official), ``"first"`` or
+            ``"centres"`` (see :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
 
     Examples:
         >>> try:
@@ -66,8 +72,10 @@ class KineticsSoundsDataModule(AudioVisualDataModule):
         train_split: str = "my_train.txt",
         test_split: str = "my_test.txt",
         delimiter: str | None = None,
+        frame_selection: FrameSelection = "segment_starts",
     ) -> None:
         super().__init__(root, batch_size, num_workers, num_frames, image_size, val_fraction, seed)
+        self._set_frame_selection(frame_selection)
         if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
             raise config_error("delimiter", delimiter, "a non-empty string, or None to detect ',' or whitespace")
         self.delimiter = delimiter

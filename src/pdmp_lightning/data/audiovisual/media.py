@@ -1,21 +1,28 @@
 """Reading one clip's media: its frames (found, ordered, chosen, transformed) and its audio features.
 
-Everything here is a module-level function or a picklable transform, so datasets that use them work
-with DataLoader worker processes. torchvision, torchaudio and soundfile are imported when first
-needed, so importing the package does not require them.
+Everything here is a module-level function or a picklable object, so datasets that use them work
+with DataLoader worker processes. torchvision, soundfile and soxr are imported when first needed, so
+importing the package does not require them.
+
+Where the official pipelines differ from one another (which frames a clip contributes), the rule is
+an argument; see ``docs/datasets.md`` for each dataset's official rule and the library's option.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from pdmp_lightning.errors import check_int, config_error
 
 #: ImageNet statistics used to normalise frames (as in OGM-GE and the papers built on it).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,7 +41,20 @@ LOG_EPSILON = 1e-7
 #: Audio file suffixes :func:`load_audio` reads.
 AUDIO_SUFFIXES = (".wav", ".npy", ".pt", ".pkl")
 
+#: The resampler of ``librosa.load`` (librosa >= 0.10): soxr at its "HQ" quality.
+RESAMPLE_QUALITY = "soxr_hq"
+
 FrameTransform = Callable[[Tensor], Tensor]
+
+#: How a clip's ``T`` frames are chosen out of its ``N`` frames (in natural order), see :func:`frame_indices`:
+#:
+#: - ``"first"``: the first ``T`` (OGM-GE's CREMA-D loader and PMR's AVE loader, which take the first
+#:   ``T`` names of ``os.listdir``; sorted here, so the choice does not depend on the file system);
+#: - ``"segment_starts"``: ``floor(N / T) * i`` for ``i < T`` (OGM-GE's Kinetics-Sounds / AVE ``AVDataset``);
+#: - ``"centres"``: the centre of each of ``T`` equal segments (the library's rule before 0.2: it covers the
+#:   whole clip, see :func:`select_frame_indices`).
+FrameSelection = Literal["first", "segment_starts", "centres"]
+FRAME_SELECTIONS: tuple[str, ...] = ("first", "segment_starts", "centres")
 
 
 # --- frames -------------------------------------------------------------------------------------
@@ -76,6 +96,35 @@ def select_frame_indices(available: int, num_frames: int) -> list[int]:
     if available >= num_frames:
         return [((2 * i + 1) * available) // (2 * num_frames) for i in range(num_frames)]
     return list(range(available)) + [available - 1] * (num_frames - available)
+
+
+def frame_indices(available: int, num_frames: int, selection: FrameSelection = "centres") -> list[int]:
+    """Indices of the ``num_frames`` frames a clip of ``available`` frames contributes, by ``selection``.
+
+    - ``"first"``: ``0, 1, ..., T - 1``, as the official CREMA-D (OGM-GE) and AVE (PMR) loaders, which
+      take the first ``T`` entries of ``os.listdir`` (unsorted there; sorted here, which is the same
+      wherever ``os.listdir`` happens to list the frames in order). With fewer frames than asked, every
+      frame is used once and the last one repeated (the official loaders raise ``IndexError``).
+    - ``"segment_starts"``: ``floor(N / T) * i``, the first frame of each of ``T`` segments of
+      ``floor(N / T)`` frames, as OGM-GE's ``AVDataset`` (``frame_0000{seg * i + 1}.jpg``). With fewer
+      frames than asked (``floor(N / T) = 0``) that is the first frame ``T`` times, as there.
+    - ``"centres"``: :func:`select_frame_indices`, the centre of each of ``T`` equal segments.
+
+    Examples:
+        >>> [frame_indices(9, 3, rule) for rule in ("first", "segment_starts", "centres")]
+        [[0, 1, 2], [0, 3, 6], [1, 4, 7]]
+        >>> frame_indices(2, 3, "first"), frame_indices(2, 3, "segment_starts")
+        ([0, 1, 1], [0, 0, 0])
+    """
+    if available < 1 or num_frames < 1:
+        raise ValueError(f"need at least one frame available and asked for; got {available} and {num_frames}")
+    if selection == "first":
+        return [min(i, available - 1) for i in range(num_frames)]
+    if selection == "segment_starts":
+        return [(available // num_frames) * i for i in range(num_frames)]
+    if selection == "centres":
+        return select_frame_indices(available, num_frames)
+    raise ValueError(f"unknown frame selection {selection!r}; expected one of {FRAME_SELECTIONS}")
 
 
 def frame_transform(image_size: int, train: bool) -> FrameTransform:
@@ -144,15 +193,18 @@ def decode_frames(paths: Sequence[Path], indices: Sequence[int], mode: Literal["
     )
 
 
-def load_frames(paths: Sequence[Path], num_frames: int, transform: FrameTransform) -> Tensor:
+def load_frames(
+    paths: Sequence[Path], num_frames: int, transform: FrameTransform, selection: FrameSelection = "centres"
+) -> Tensor:
     """Decodes the chosen frames of a clip and transforms them together into ``float32 [3, T, H, W]``.
 
     Args:
         paths: All frames of the clip, in order.
-        num_frames: How many to return (see :func:`select_frame_indices`).
+        num_frames: How many to return.
         transform: Applied to the ``uint8 [T, 3, H, W]`` stack.
+        selection: Which frames (see :func:`frame_indices`).
     """
-    stack: Tensor = transform(decode_frames(paths, select_frame_indices(len(paths), num_frames)))
+    stack: Tensor = transform(decode_frames(paths, frame_indices(len(paths), num_frames, selection)))
     return stack.permute(1, 0, 2, 3).contiguous()
 
 
@@ -167,10 +219,15 @@ def log_spectrogram(
 ) -> Tensor:
     """OGM-GE's CREMA-D spectrogram of a mono waveform: ``float32 [1, n_fft // 2 + 1, 1 + length // hop]``.
 
-    The waveform is tiled (repeated end to end) and cut to ``length`` samples, clipped to [-1, 1], and
-    turned into ``log(|STFT| + 1e-7)`` with a periodic Hann window of ``n_fft`` samples and centred
-    frames padded by reflection (librosa < 0.10, the version OGM-GE used; librosa >= 0.10 pads with
-    zeros, which changes only the first and last frame). The defaults give ``[1, 257, 188]``.
+    The official code (``dataset/CramedDataset.py`` lines 57-63 of GeWu-Lab/OGM-GE_CVPR2022@343dc1d):
+    ``np.tile(samples, 3)[:66150]``, clipped to [-1, 1], ``librosa.stft(n_fft=512, hop_length=353)``,
+    ``log(|S| + 1e-7)``. Here the waveform is repeated end to end and cut to ``length`` samples, which is
+    the same whenever the clip lasts at least a third of ``length`` (every CREMA-D clip does); a shorter
+    clip is repeated until it fills ``length``, where the official code would return fewer frames (a
+    spectrogram its DataLoader cannot batch with the others). The STFT uses a periodic Hann window of
+    ``n_fft`` samples and centred frames padded by reflection, as librosa < 0.10 did (the version OGM-GE
+    used; librosa >= 0.10 pads with zeros, which changes only the first and last frame). The defaults
+    give ``[1, 257, 188]``.
 
     Examples:
         >>> log_spectrogram(torch.zeros(22050)).shape
@@ -194,30 +251,92 @@ def log_spectrogram(
     return torch.log(spectrum.abs() + LOG_EPSILON).unsqueeze(0)
 
 
-def read_wav(path: Path, sample_rate: int = CREMAD_SAMPLE_RATE) -> Tensor:
-    """A wav file as a mono ``float32`` waveform at ``sample_rate`` (channels averaged, resampled if needed).
+def _soxr() -> Any:
+    try:
+        import soxr
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError('resampling audio needs soxr: pip install "pdmp-lightning[audio]"') from err
+    return soxr
 
-    Read with soundfile (no FFmpeg needed); resampled with ``torchaudio.functional.resample``.
+
+@dataclass(frozen=True)
+class Resampler:
+    """``librosa.load``'s resampling to ``sample_rate``, without librosa: soxr "HQ", then librosa's length.
+
+    ``librosa.load(path, sr=...)`` (librosa >= 0.10) resamples with ``soxr.resample(quality="soxr_hq")``
+    and then pads with zeros (or cuts) to ``ceil(n * sample_rate / rate)`` samples; this does the same,
+    so the official recipes that load with librosa are reproduced to float32 rounding. soxr designs its
+    filter in C on each call, in well under a millisecond (``torchaudio.functional.resample`` rebuilt a
+    sinc kernel in Python on each call, and leaves energy above the original Nyquist frequency that soxr
+    removes). The object only holds the target rate and quality, so it pickles into DataLoader workers;
+    soxr is imported in the worker on first use.
+
+    Args:
+        sample_rate: The rate to resample to, in Hz.
+        quality: soxr's quality (``"soxr_hq"``, librosa's default; ``"soxr_vhq"``, ``"soxr_mq"``, ...).
+
+    Examples:
+        >>> resampler = Resampler(22050)
+        >>> resampler(np.zeros(16000, dtype=np.float32), 16000).shape  # ceil(16000 * 22050 / 16000)
+        (22050,)
+    """
+
+    sample_rate: int
+    quality: str = RESAMPLE_QUALITY
+
+    def __post_init__(self) -> None:
+        check_int("sample_rate", self.sample_rate, 1)
+        if not isinstance(self.quality, str) or not self.quality:
+            raise config_error("quality", self.quality, "a soxr quality name", hint="librosa's default is 'soxr_hq'")
+
+    def __call__(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """``samples`` (``[n]``, at ``rate`` Hz) at :attr:`sample_rate`, same dtype, ``ceil(n * sr / rate)`` long."""
+        if rate == self.sample_rate:
+            return samples
+        check_int("rate", rate, 1)
+        size = math.ceil(samples.shape[-1] * self.sample_rate / rate)
+        resampled = np.asarray(
+            _soxr().resample(samples, rate, self.sample_rate, quality=self.quality), dtype=samples.dtype
+        )
+        if resampled.shape[-1] < size:
+            resampled = np.pad(resampled, (0, size - resampled.shape[-1]))
+        return resampled[:size]
+
+
+def read_samples(path: Path) -> tuple[np.ndarray, int]:
+    """A sound file's samples as ``librosa.load`` reads them: ``float32 [n]`` (channels averaged), and its rate.
+
+    Read with soundfile (no FFmpeg needed).
     """
     try:
         import soundfile
     except ImportError as err:  # pragma: no cover - depends on the installation
         raise ImportError('reading wav files needs soundfile: pip install "pdmp-lightning[audio]"') from err
     data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    waveform = torch.from_numpy(np.ascontiguousarray(data)).mean(dim=1)
-    if rate != sample_rate:
-        try:
-            from torchaudio.functional import resample
-        except ImportError as err:  # pragma: no cover - depends on the installation
-            raise ImportError('resampling needs torchaudio: pip install "pdmp-lightning[audio]"') from err
-        waveform = resample(waveform, int(rate), sample_rate)
-    return waveform
+    # librosa.to_mono: the mean over the channels, in float32.
+    samples = data[:, 0] if data.shape[1] == 1 else np.mean(data.T, axis=0)
+    return np.ascontiguousarray(samples, dtype=np.float32), int(rate)
 
 
-def load_audio(path: Path) -> Tensor:
+def read_wav(path: Path, sample_rate: int = CREMAD_SAMPLE_RATE, resampler: Resampler | None = None) -> Tensor:
+    """A wav file as ``librosa.load(path, sr=sample_rate)`` returns it, as a ``float32`` tensor.
+
+    Channels are averaged, and a file at another rate is resampled by ``resampler`` (a
+    :class:`Resampler` to ``sample_rate`` when None). A file already at ``sample_rate`` (as ``python -m
+    pdmp_lightning.prepare cremad`` writes them) is not resampled at all.
+    """
+    resampler = resampler if resampler is not None else Resampler(sample_rate)
+    if resampler.sample_rate != sample_rate:
+        raise ValueError(f"`resampler`: resamples to {resampler.sample_rate} Hz, not to sample_rate {sample_rate}")
+    samples, rate = read_samples(path)
+    return torch.from_numpy(resampler(samples, rate))
+
+
+def load_audio(path: Path, resampler: Resampler | None = None) -> Tensor:
     """One clip's audio features as ``float32``, with a channel dimension added to 2-D arrays.
 
-    - ``.wav``: the CREMA-D recipe, :func:`read_wav` then :func:`log_spectrogram` -> ``[1, 257, 188]``;
+    - ``.wav``: the CREMA-D recipe, :func:`read_wav` (at 22,050 Hz, with ``resampler`` if given) then
+      :func:`log_spectrogram` -> ``[1, 257, 188]``;
     - ``.npy``: ``numpy.load(allow_pickle=False)``;
     - ``.pt``: ``torch.load(weights_only=True)`` (a tensor or an array);
     - ``.pkl``: ``pickle.load``. Unpickling runs code from the file: the datamodules only read pickles from
@@ -226,7 +345,7 @@ def load_audio(path: Path) -> Tensor:
     suffix = path.suffix.lower()
     try:
         if suffix == ".wav":
-            return log_spectrogram(read_wav(path))
+            return log_spectrogram(read_wav(path, CREMAD_SAMPLE_RATE, resampler))
         if suffix == ".npy":
             content: Any = np.load(path, allow_pickle=False)
         elif suffix == ".pt":
@@ -237,6 +356,8 @@ def load_audio(path: Path) -> Tensor:
         else:
             raise ValueError(f"unsupported audio file type {suffix!r} (expected one of {AUDIO_SUFFIXES})")
         features = torch.as_tensor(np.asarray(content, dtype=np.float32))
+    except ImportError:
+        raise
     except Exception as err:
         raise RuntimeError(f"could not read audio features from {path}: {err}") from err
     return features.unsqueeze(0) if features.ndim == 2 else features
