@@ -116,3 +116,113 @@ def test_torch_resampler_would_fail_the_tolerance(tmp_path: Path) -> None:
     samples, _ = read_samples(path)
     theirs = log_spectrogram(resample(torch.from_numpy(samples), 16_000, 22_050))[0].numpy()
     assert relative_difference(theirs, official.cremad_spectrogram(str(path))) > 100 * TOLERANCE
+
+
+# --- AVE (PMR's Audio-1004-SE) ------------------------------------------------------------------------
+
+
+def read_channels(path: Path) -> tuple[np.ndarray, int]:
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds", "channels", "start", "end"),
+    [
+        (44_100, 4.3, 2, 1, 3),  # the rate of PMR's wavs (moviepy), stereo: a 2 s event inside the clip
+        (48_000, 2.6011, 1, 0, 2),  # another rate, an odd length
+        (16_000, 2.5, 1, 2, 3),  # the recipe's rate: an event cut short by the clip's end (0.5 s, tiled)
+        (22_050, 0.7, 1, 0, 10),  # a clip shorter than 1 s: the whole clip, tiled to 10 s
+    ],
+)
+def test_ave_spectrogram_equals_pmr(
+    tmp_path: Path, rate: int, seconds: float, channels: int, start: int, end: int
+) -> None:
+    from pdmp_lightning.prepare import ave_event_spectrogram
+
+    path = write_clip(tmp_path / "clip.wav", rate, int(seconds * rate), channels)
+    waveform, _ = read_channels(path)
+    ours = ave_event_spectrogram(waveform, rate, start, end)
+    reference = official.ave_spectrogram(str(path), start, end)
+    assert ours.shape == reference.shape == (257, 1004) and ours.dtype == np.float32
+    assert relative_difference(ours, reference) < TOLERANCE
+
+
+# --- Kinetics-Sounds (OGM-GE) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds", "channels"),
+    [
+        (16_000, 2.30007, 2),  # the official wavs' rate (ffmpeg -ar 16000), stereo: the first channel counts
+        (48_000, 10.5, 1),  # another rate (the official fbank runs at the file's own rate), cut to 1024 frames
+        (44_100, 0.5, 1),  # shorter than 1 s: zero-padded to 1024 frames
+    ],
+)
+def test_kinetics_fbank_equals_ogm_ge(tmp_path: Path, rate: int, seconds: float, channels: int) -> None:
+    from pdmp_lightning.prepare import kinetics_fbank
+
+    path = write_clip(tmp_path / "clip.wav", rate, int(seconds * rate), channels)
+    waveform, _ = read_channels(path)
+    ours = kinetics_fbank(waveform, rate)
+    reference = official.kinetics_fbank(str(path))
+    assert ours.shape == reference.shape == (1024, 128)
+    assert relative_difference(ours, reference) < TOLERANCE
+
+
+# --- prepare, end to end --------------------------------------------------------------------------
+
+
+def test_prepare_writes_the_official_features(tmp_path: Path) -> None:
+    """``prepare ave`` / ``kinetics_sounds`` / ``cremad`` against the official chains on the same decoded audio."""
+    import shutil
+    import subprocess
+
+    from pdmp_lightning.prepare import main
+
+    ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
+    quiet = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    video = tmp_path / "clip.mp4"
+    frames = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=2:duration=3"]
+    sound = ["-f", "lavfi", "-i", "anoisesrc=duration=3:color=pink:sample_rate=48000:amplitude=0.5"]
+    subprocess.run([*quiet, *frames, *sound, "-ac", "2", "-shortest", str(video)], check=True)
+    raw = tmp_path / "ave_raw"
+    (raw / "AVE").mkdir(parents=True)
+    shutil.copy(video, raw / "AVE" / "vid.mp4")
+    for name in ("trainSet.txt", "valSet.txt", "testSet.txt"):
+        (raw / name).write_text("Dog&vid&good&1&3\n")
+    assert main(["ave", "--raw", str(raw), "--out", str(tmp_path / "ave"), "--no-progress"]) == 0
+    # PMR: mp4_to_wav.py writes a 44.1 kHz 16-bit wav (moviepy, through ffmpeg), extractWav_SE reads it.
+    wav44 = tmp_path / "ave.wav"
+    subprocess.run([*quiet, "-i", str(video), "-vn", "-acodec", "pcm_s16le", "-ar", "44100", str(wav44)], check=True)
+    prepared = np.load(tmp_path / "ave" / "Audio-1004-SE" / "vid.npy")
+    assert relative_difference(prepared, official.ave_spectrogram(str(wav44), 1, 3)) < TOLERANCE
+
+    videos, splits = tmp_path / "ks_raw", tmp_path / "ks_splits"
+    videos.mkdir()
+    splits.mkdir()
+    shutil.copy(video, videos / "vid_000000_000003.mp4")
+    (splits / "my_train.txt").write_text("vid_000000_000003,10,0\n")
+    (splits / "my_test.txt").write_text("vid_000000_000003,10,0\n")
+    out = tmp_path / "ks"
+    assert (
+        main(["kinetics_sounds", "--raw", str(videos), "--splits", str(splits), "--out", str(out), "--no-progress"])
+        == 0
+    )
+    # OGM-GE: `ffmpeg -i <mp4> -acodec pcm_s16le -ar 16000 <wav>` (data/VGGSound/mp4_to_wav.py), process_audio.py.
+    wav16 = tmp_path / "ks.wav"
+    subprocess.run([*quiet, "-i", str(video), "-acodec", "pcm_s16le", "-ar", "16000", str(wav16)], check=True)
+    prepared = np.load(out / "audio" / "vid_000000_000003.npy")
+    assert relative_difference(prepared, official.kinetics_fbank(str(wav16))) < TOLERANCE
+
+    raw = tmp_path / "cremad_raw"
+    (raw / "AudioWAV").mkdir(parents=True)
+    (raw / "VideoFlash").mkdir()
+    write_clip(raw / "AudioWAV" / "1001_DFA_ANG_XX.wav", 16_000, 33_333)
+    shutil.copy(video, raw / "VideoFlash" / "1001_DFA_ANG_XX.flv")
+    assert main(["cremad", "--raw", str(raw), "--out", str(tmp_path / "cremad"), "--no-progress"]) == 0
+    # The prepared 22,050 Hz wav is read without resampling and gives the official spectrogram.
+    ours = load_audio(tmp_path / "cremad" / "AudioWAV" / "1001_DFA_ANG_XX.wav")[0].numpy()
+    reference = official.cremad_spectrogram(str(raw / "AudioWAV" / "1001_DFA_ANG_XX.wav"))
+    assert relative_difference(ours, reference) < TOLERANCE
+    np.testing.assert_array_equal(ours, load_audio(raw / "AudioWAV" / "1001_DFA_ANG_XX.wav")[0].numpy())

@@ -88,7 +88,10 @@ def test_cremad_layout_with_a_drawn_split(
     ready = ["1001_DFA_ANG_XX", "1002_IEO_ANG_HI", "1003_IEO_NEU_XX"]
     for clip in ready:
         assert _jpgs(out / "Image-01-FPS" / clip) == ["00001.jpg", "00002.jpg"]  # 2 s at 1 fps
-    assert (out / "AudioWAV" / "1001_DFA_ANG_XX.wav").read_bytes() == media["wav"].read_bytes()
+    # The wav as librosa.load(sr=22050) reads it, in float32 (the official recipe's first step, done once).
+    prepared = soundfile.info(out / "AudioWAV" / "1001_DFA_ANG_XX.wav")
+    assert (prepared.samplerate, prepared.channels, prepared.subtype) == (22_050, 1, "FLOAT")
+    assert prepared.frames == 22_050  # ceil(16000 * 22050 / 16000)
     encoded = soundfile.info(out / "AudioWAV" / "1003_IEO_NEU_XX.wav")
     assert (encoded.samplerate, encoded.channels, encoded.subtype) == (22_050, 1, "PCM_16")
     # A clip that fails keeps the outputs it finished (whole files; a rerun redoes only the rest) but gets no row.

@@ -18,11 +18,13 @@ and, for Kinetics-Sounds, torchaudio (``torchaudio.compliance.kaldi.fbank``):
 Layouts written under ``--out`` (those of the public preprocessing scripts, see the datamodules):
 
 * ``cremad``: ``Image-01-FPS/<clip>/00001.jpg ...`` (1 fps over the whole video),
-  ``AudioWAV/<clip>.wav`` (a byte copy of the raw wav; any other audio format is re-encoded to
-  22,050 Hz mono 16-bit wav), ``train.csv`` and ``test.csv`` (rows ``clip,EMO``, no header).
+  ``AudioWAV/<clip>.wav`` (the raw wav as ``librosa.load(sr=22050)`` reads it, the official CREMA-D
+  recipe's first step: channels averaged, resampled with soxr "HQ" to librosa's length, stored as a
+  32-bit float wav so that training reads it back exactly and resamples nothing; any other audio format
+  is decoded by ffmpeg to a 22,050 Hz mono 16-bit wav), ``train.csv`` and ``test.csv`` (rows ``clip,EMO``, no header).
 * ``ave``: ``Image-01-FPS-SE/<id>/00001.jpg ...`` (1 fps inside the event segment
   ``[StartTime, EndTime]``), ``Audio-1004-SE/<id>.npy`` (float32 log spectrogram 257 x 1004, see
-  :func:`ave_log_spectrogram`; ``.npy`` instead of the upstream pickle, so loading runs no code),
+  :func:`ave_event_spectrogram`; ``.npy`` instead of the upstream pickle, so loading runs no code),
   ``trainSet.txt``, ``valSet.txt``, ``testSet.txt`` (and ``Annotations.txt`` when present), copied.
 * ``kinetics_sounds``: ``visual/<name>/frame_00001.jpg ...`` (1 fps, at most 10 frames), ``audio/<name>.npy``
   (kaldi fbank 1024 x 128, see :func:`kinetics_fbank`), ``my_train.txt`` and ``my_test.txt``, copied.
@@ -53,9 +55,12 @@ Choices:
   files only; a rerun redoes the rest) and gets no row in a drawn CREMA-D split. The exit status is 0
   when at least one clip has complete outputs after the run, 1 when none has, 2 for a configuration
   error and 130 when interrupted.
-* Audio is always decoded by ffmpeg to a temporary 16-bit PCM mono wav at the recipe's rate and read
-  with soundfile. AVE audio is the event segment, repeated until it fills 10 s (also when shorter than
-  1 s) and cut to 10 s. Kinetics-Sounds audio is the whole clip at 16 kHz.
+* Audio follows the official preprocessing (see ``docs/datasets.md``). AVE (PMR's chain): ffmpeg decodes
+  the whole audio track to a temporary 44.1 kHz 16-bit wav (as moviepy's ``write_audiofile``), which is
+  read as ``librosa.load(sr=16000)`` reads it (soxr "HQ"); the event segment ``[StartTime, EndTime]`` is
+  cut from the 16 kHz samples, repeated until it fills 10 s and cut there. Kinetics-Sounds (OGM-GE's
+  chain): ffmpeg decodes the whole clip to a 16 kHz 16-bit wav (``-ar 16000``, channels kept), whose
+  first channel, minus the mean of all, goes into the fbank.
 * Frames: ffmpeg's ``fps=1`` filter (UCF-101: every frame, or ``fps=F``), JPEG quality ``-q:v 2``, numbered
   from 1.
 * Optical flow (UCF-101): OpenCV's Dual TV-L1 (default parameters) where opencv-contrib provides it,
@@ -73,11 +78,13 @@ from pdmp_lightning.prepare.audio import (
     AVE_SECONDS,
     AVE_SHAPE,
     AVE_TUKEY_ALPHA,
+    AVE_WAV_RATE,
     KS_AUDIO_RATE,
     KS_MEAN,
     KS_MEL_BINS,
     KS_STD,
     KS_TARGET_LENGTH,
+    ave_event_spectrogram,
     ave_log_spectrogram,
     kinetics_fbank,
 )
@@ -108,6 +115,7 @@ __all__ = [
     "AVE_SHAPE",
     "AVE_SPLITS",
     "AVE_TUKEY_ALPHA",
+    "AVE_WAV_RATE",
     "CREMAD_AUDIO_RATE",
     "CREMAD_EMOTIONS",
     "DATASETS",
@@ -132,6 +140,7 @@ __all__ = [
     "FFmpeg",
     "Output",
     "PrepareSummary",
+    "ave_event_spectrogram",
     "ave_log_spectrogram",
     "build_parser",
     "compute_flow",

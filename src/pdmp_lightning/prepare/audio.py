@@ -1,4 +1,10 @@
-"""The audio features of the recipes: AVE's log spectrogram and Kinetics-Sounds' kaldi fbank."""
+"""The audio features of the recipes: AVE's log spectrogram and Kinetics-Sounds' kaldi fbank.
+
+Each follows the official preprocessing (transplanted in ``tests/references/loaders.py`` and checked
+against it to 1e-4): AVE as PMR's ``extractWav_SE`` (fanyunfeng-bit/Modal-Imbalance-PMR@3615e48,
+``data/AVE/video_preprocessing.py`` lines 199-229), Kinetics-Sounds as OGM-GE's ``process_audio.py``
+(GeWu-Lab/OGM-GE_CVPR2022@343dc1d, ``data/KineticSound/process_audio.py`` lines 30-49).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pdmp_lightning.data.audiovisual.media import Resampler
+
 __all__ = [
     "AVE_AUDIO_RATE",
     "AVE_NOVERLAP",
@@ -15,11 +23,13 @@ __all__ = [
     "AVE_SECONDS",
     "AVE_SHAPE",
     "AVE_TUKEY_ALPHA",
+    "AVE_WAV_RATE",
     "KS_AUDIO_RATE",
     "KS_MEAN",
     "KS_MEL_BINS",
     "KS_STD",
     "KS_TARGET_LENGTH",
+    "ave_event_spectrogram",
     "ave_log_spectrogram",
     "kinetics_fbank",
 ]
@@ -30,6 +40,8 @@ AVE_NPERSEG = 512
 AVE_NOVERLAP = 353
 AVE_TUKEY_ALPHA = 0.25
 AVE_SHAPE = (257, 1004)
+#: The rate of the wavs the AVE recipe reads: moviepy's ``write_audiofile`` default (PMR ``mp4_to_wav.py``).
+AVE_WAV_RATE = 44_100
 KS_AUDIO_RATE = 16_000
 KS_MEL_BINS = 128
 KS_TARGET_LENGTH = 1024
@@ -70,11 +82,13 @@ def _periodic_tukey(length: int, alpha: float) -> torch.Tensor:
 def ave_log_spectrogram(waveform: np.ndarray, sample_rate: int = AVE_AUDIO_RATE) -> np.ndarray:
     """The AVE audio feature: a per-clip z-scored log power spectrogram, 257 x 1004 at 16 kHz.
 
-    The recipe of the public AVE preprocessing (``scipy.signal.spectrogram`` with its defaults),
-    computed with :func:`torch.stft` in float64: the waveform is repeated until it fills 10 s and cut
-    there, clipped to [-1, 1]; segments of 512 samples every 159 (``noverlap`` 353), each minus its mean
-    (``detrend="constant"``), a periodic Tukey(0.25) window, one-sided power spectral density; then
-    ``log(psd + 1e-7)`` and ``(x - mean) / (std + 1e-9)`` over the whole clip.
+    The recipe of the public AVE preprocessing (PMR's ``extractWav_SE``: ``scipy.signal.spectrogram``
+    with its defaults), computed with :func:`torch.stft` in float64: the waveform is repeated until it
+    fills 10 s and cut there (the official ``np.tile`` by 10, then by 10 again, is the same for any
+    segment of at least 0.1 s; a shorter one would give it fewer frames), clipped to [-1, 1]; segments
+    of 512 samples every 159 (``noverlap`` 353), each minus its mean (``detrend="constant"``), a periodic
+    Tukey(0.25) window, one-sided power spectral density; then ``log(psd + 1e-7)`` and
+    ``(x - mean) / (std + 1e-9)`` over the whole clip.
 
     Args:
         waveform: Mono samples in [-1, 1], any length > 0.
@@ -117,15 +131,59 @@ def ave_log_spectrogram(waveform: np.ndarray, sample_rate: int = AVE_AUDIO_RATE)
     return result
 
 
+def ave_event_spectrogram(
+    waveform: np.ndarray,
+    sample_rate: int,
+    start: float,
+    end: float,
+    resampler: Resampler | None = None,
+) -> np.ndarray:
+    """The AVE feature of one event segment, as PMR's ``extractWav_SE`` computes it from a whole video's audio.
+
+    The official steps: ``librosa.load(wav, sr=16000)`` (channels averaged, soxr "HQ", librosa's length:
+    :class:`~pdmp_lightning.data.audiovisual.media.Resampler`), then ``samples[16000 * start:16000 * end]``
+    with the annotation's whole seconds, then :func:`ave_log_spectrogram`. Times with a fraction (not in
+    AVE's annotations, which the official code reads with ``int()``) are rounded to the nearest sample.
+
+    Args:
+        waveform: The video's audio, ``[n]`` or ``[channels, n]``, in [-1, 1].
+        sample_rate: Its rate in Hz.
+        start: The event's start, seconds from the start of the audio.
+        end: The event's end.
+        resampler: A resampler to 16 kHz (None: a new one).
+
+    Returns:
+        float32 ``[257, 1004]``.
+
+    Raises:
+        ValueError: The segment holds no sample of the audio.
+
+    >>> ave_event_spectrogram(np.zeros((2, 44100), dtype=np.float32), 44100, 0, 1).shape
+    (257, 1004)
+    """
+    samples = np.asarray(waveform, dtype=np.float32)
+    if samples.ndim == 2:
+        samples = np.mean(samples, axis=0)  # librosa.to_mono
+    resampled = (resampler if resampler is not None else Resampler(AVE_AUDIO_RATE))(samples, sample_rate)
+    first, last = round(AVE_AUDIO_RATE * start), round(AVE_AUDIO_RATE * end)
+    segment = resampled[first:last]
+    if segment.size == 0:
+        seconds = resampled.size / AVE_AUDIO_RATE
+        raise ValueError(f"the event segment [{start:g}, {end:g}] s holds no sample of {seconds:g} s of audio")
+    return ave_log_spectrogram(segment, AVE_AUDIO_RATE)
+
+
 def kinetics_fbank(waveform: np.ndarray, sample_rate: int = KS_AUDIO_RATE) -> np.ndarray:
     """The Kinetics-Sounds audio feature: a normalised kaldi fbank, 1024 x 128.
 
-    The AST recipe: the waveform minus its mean, ``torchaudio.compliance.kaldi.fbank`` (128 mel bins,
-    10 ms shift, 25 ms Hanning window, ``htk_compat``, no energy, no dither), zero-padded or cut to 1024
-    frames, then ``(x - (-4.503877)) / (2 * 5.141276)`` (padding happens before the normalisation).
+    OGM-GE's ``process_audio.py`` (the AST recipe): the waveform minus its mean (over all channels),
+    ``torchaudio.compliance.kaldi.fbank`` of its first channel (kaldi's default ``channel``; 128 mel bins,
+    10 ms shift, 25 ms Hanning window, ``htk_compat``, no energy, no dither) at the waveform's own rate,
+    zero-padded or cut to 1024 frames, then ``(x - (-4.503877)) / (2 * 5.141276)`` (padding happens
+    before the normalisation).
 
     Args:
-        waveform: Mono samples in [-1, 1], at least one 25 ms window long.
+        waveform: Samples in [-1, 1], ``[n]`` or ``[channels, n]``, at least one 25 ms window long.
         sample_rate: Their rate in Hz.
 
     Returns:
@@ -135,7 +193,8 @@ def kinetics_fbank(waveform: np.ndarray, sample_rate: int = KS_AUDIO_RATE) -> np
     (1024, 128)
     """
     kaldi = _kaldi()
-    samples = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(1, -1)
+    samples = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+    samples = samples.reshape(1, -1) if samples.ndim == 1 else samples
     samples = samples - samples.mean()
     fbank = kaldi.fbank(
         samples,

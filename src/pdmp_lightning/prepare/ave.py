@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pdmp_lightning.data.audiovisual.media import Resampler
 from pdmp_lightning.errors import config_error
-from pdmp_lightning.prepare.audio import AVE_AUDIO_RATE, AVE_SHAPE, ave_log_spectrogram
+from pdmp_lightning.prepare.audio import AVE_AUDIO_RATE, AVE_SHAPE, AVE_WAV_RATE, ave_event_spectrogram
 from pdmp_lightning.prepare.ffmpeg import ClipFailure, FFmpeg
 from pdmp_lightning.prepare.files import _copy_if_changed, _save_npy
 from pdmp_lightning.prepare.jobs import ClipJob, Output, _Plan
@@ -82,10 +83,17 @@ def _plan_ave(raw: Path, out: Path, ffmpeg: FFmpeg, splits: Path | None) -> _Pla
 
         return write
 
+    resampler = Resampler(AVE_AUDIO_RATE)
+
     def make_audio(video: Path, start: float, end: float) -> Callable[[Path], None]:
         def write(target: Path) -> None:
-            waveform = ffmpeg.extract_audio(video, AVE_AUDIO_RATE, start=start, duration=end - start)
-            spectrogram = ave_log_spectrogram(waveform, AVE_AUDIO_RATE)
+            # PMR's chain: the whole audio track as a 44.1 kHz 16-bit wav (moviepy), librosa.load(sr=16000),
+            # then the event segment cut from the resampled samples.
+            waveform = ffmpeg.extract_audio(video, AVE_WAV_RATE, mono=False)
+            try:
+                spectrogram = ave_event_spectrogram(waveform, AVE_WAV_RATE, start, end, resampler)
+            except ValueError as err:
+                raise ClipFailure("audio shorter than the event segment", f"{video}: {err}") from err
             if spectrogram.shape != AVE_SHAPE:  # pragma: no cover - fixed by the recipe at 16 kHz
                 raise ClipFailure("wrong spectrogram shape", f"{spectrogram.shape} instead of {AVE_SHAPE}")
             _save_npy(spectrogram, target)

@@ -1,13 +1,13 @@
-"""CREMA-D: frames at 1 fps, the wav copied, ``train.csv``/``test.csv`` copied or drawn by emotion."""
+"""CREMA-D: frames at 1 fps, the wav at 22,050 Hz, ``train.csv``/``test.csv`` copied or drawn by emotion."""
 
 from __future__ import annotations
 
 import math
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pdmp_lightning.data.audiovisual.media import Resampler, read_samples
 from pdmp_lightning.errors import config_error
 from pdmp_lightning.prepare.audio import _soundfile
 from pdmp_lightning.prepare.ffmpeg import ClipFailure, FFmpeg
@@ -99,18 +99,22 @@ def _plan_cremad(raw: Path, out: Path, ffmpeg: FFmpeg, splits: Path | None, test
 
         return write
 
+    resampler = Resampler(CREMAD_AUDIO_RATE)
+
     def make_audio(audio_path: Path) -> Callable[[Path], None]:
         def write(target: Path) -> None:
             if audio_path.suffix.lower() != ".wav":
                 ffmpeg.encode_wav(audio_path, target, CREMAD_AUDIO_RATE)
                 return
             try:
-                frames = _soundfile().info(str(audio_path)).frames
+                samples, rate = read_samples(audio_path)
             except RuntimeError as err:
                 raise ClipFailure("unreadable wav", f"{audio_path}: {err}") from err
-            if frames == 0:
+            if samples.size == 0:
                 raise ClipFailure("empty wav", str(audio_path))
-            shutil.copyfile(audio_path, target)
+            # What librosa.load(sr=22050) gives, stored as float32 so that reading it back gives it exactly.
+            resampled = resampler(samples, rate)
+            _soundfile().write(str(target), resampled, CREMAD_AUDIO_RATE, subtype="FLOAT", format="WAV")
 
         return write
 

@@ -116,20 +116,30 @@ class FFmpeg:
         return count
 
     def extract_audio(
-        self, source: Path, sample_rate: int, *, start: float | None = None, duration: float | None = None
+        self,
+        source: Path,
+        sample_rate: int,
+        *,
+        start: float | None = None,
+        duration: float | None = None,
+        mono: bool = True,
     ) -> np.ndarray:
-        """Decodes the first audio stream of ``source`` to mono float32 samples at ``sample_rate``.
+        """Decodes the first audio stream of ``source`` to float32 samples at ``sample_rate``.
 
-        ffmpeg writes a temporary 16-bit PCM mono wav, which soundfile reads.
+        ffmpeg writes a temporary 16-bit PCM wav at ``sample_rate`` (``-ar``: ffmpeg's own resampler,
+        which is what the official ``ffmpeg -acodec pcm_s16le -ar 16000`` extraction uses), which
+        soundfile reads.
 
         Args:
             source: A video or audio file.
             sample_rate: The rate to resample to, in Hz.
             start: Seconds to seek to first (None: the start).
             duration: Seconds to decode from ``start`` (None: to the end).
+            mono: Mix the channels down in ffmpeg (``-ac 1``) and return ``[n]``; False keeps the stream's
+                channels and returns ``[channels, n]``.
 
         Returns:
-            The samples in [-1, 1], shape ``[n]``.
+            The samples in [-1, 1], shape ``[n]`` (``mono``) or ``[channels, n]``.
 
         Raises:
             ClipFailure: ffmpeg failed, the file has no audio stream or no samples.
@@ -143,14 +153,15 @@ class FFmpeg:
             arguments += ["-i", str(source.resolve())]
             if duration is not None:
                 arguments += ["-t", f"{duration:g}"]
-            arguments += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate)]
+            arguments += ["-map", "0:a:0", "-vn", *(["-ac", "1"] if mono else []), "-ar", str(sample_rate)]
             arguments += ["-c:a", "pcm_s16le", "-f", "wav", str(wav)]
             self.run(arguments)
             samples, _ = soundfile.read(str(wav), dtype="float32", always_2d=True)
-        mono = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).mean(axis=1))
-        if mono.size == 0:
+        decoded = np.asarray(samples, dtype=np.float32)
+        result = np.ascontiguousarray(decoded.mean(axis=1) if mono else decoded.T)
+        if result.size == 0:
             raise ClipFailure("no audio samples", f"the audio of {source} is empty")
-        return mono
+        return result
 
     def encode_wav(self, source: Path, target: Path, sample_rate: int) -> None:
         """Re-encodes ``source``'s audio to a 16-bit PCM mono wav at ``sample_rate``.

@@ -50,9 +50,10 @@ def _plan_kinetics_sounds(raw: Path, out: Path, ffmpeg: FFmpeg, splits: Path | N
 
     def make_audio(video: Path) -> Callable[[Path], None]:
         def write(target: Path) -> None:
-            waveform = ffmpeg.extract_audio(video, KS_AUDIO_RATE)
-            if waveform.size < KS_AUDIO_RATE // 40:
-                raise ClipFailure("audio too short", f"{waveform.size} samples, less than one 25 ms window")
+            # The official wavs: `ffmpeg -acodec pcm_s16le -ar 16000` (channels kept; the fbank takes the first).
+            waveform = ffmpeg.extract_audio(video, KS_AUDIO_RATE, mono=False)
+            if waveform.shape[-1] < KS_AUDIO_RATE // 40:
+                raise ClipFailure("audio too short", f"{waveform.shape[-1]} samples, less than one 25 ms window")
             _save_npy(kinetics_fbank(waveform, KS_AUDIO_RATE), target)
 
         return write
