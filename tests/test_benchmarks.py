@@ -53,7 +53,7 @@ def test_best_single_picks_the_best_validation_accuracy() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["accuracy", "probes", "overhead", "gamma_sweep", "quickstart_seeds", "tuned", "tasks"]
+    "script", ["accuracy", "probes", "overhead", "gamma_sweep", "quickstart_seeds", "tuned", "tasks", "loaders"]
 )
 def test_each_script_parses_its_options(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
     module = importlib.import_module(f"benchmarks.{script}")
@@ -223,3 +223,17 @@ def test_the_task_benchmark_selects_each_seeds_best_rate_and_reports_the_gap() -
     assert chosen == {"joint": 0.1, "pdmp": 0.01}  # by validation, not by test
     text = tasks.report({"machine": "m", "epochs": 15, "rows": rows})
     assert "| regression | sgd | 50.00 ± 0.00 | 70.00 ± 0.00 | +20.00 ± 0.00 | visual |" in text
+
+
+def test_the_loader_benchmark_measures_every_loader(tmp_path: Path) -> None:
+    """A tiny run: generated media in a temporary folder (removed), results only under --out."""
+    from benchmarks import loaders
+
+    loaders.main(["--datasets", "cremad", "--clips", "4", "--rounds", "1", "--workers", "0", "--out", str(tmp_path)])
+    payload = json.loads((tmp_path / "loaders.json").read_text())
+    assert {row["loader"] for row in payload["rows"]} == {"library", "library_prepared", "official"}
+    assert all(row["samples_per_second"] > 0 for row in payload["rows"])
+    stages = {(row["loader"], row["stage"]) for row in payload["stages"]}
+    assert ("library_prepared", "resample") in stages and ("official", "spectrogram") in stages
+    assert "| cremad | 0 |" in (tmp_path / "loaders.md").read_text()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["loaders.json", "loaders.md"]
