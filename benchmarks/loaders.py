@@ -154,7 +154,7 @@ def generate(dataset: str, root: Path, clips: int) -> list[str]:
 
 
 def library_dataset(dataset: str, root: Path, prepared: bool = False) -> AudioVisualClipDataset:
-    """Every clip of the datamodule's train and validation splits, with the training transforms."""
+    """Every generated clip, found by the datamodule, once each, with the training transforms."""
     datamodule: AudioVisualDataModule
     if dataset == "cremad":
         audio_dir = "AudioWAV22k" if prepared else "AudioWAV"
@@ -164,7 +164,9 @@ def library_dataset(dataset: str, root: Path, prepared: bool = False) -> AudioVi
     else:
         datamodule = KineticsSoundsDataModule(str(root), num_frames=FRAMES_USED[dataset])
     datamodule.setup("fit")
-    clips = [clip for split in ("train", "val") for clip in datamodule.datasets[split].clips]
+    # CREMA-D and Kinetics-Sounds carve validation out of train; AVE's lists all name every generated clip.
+    found = {clip.clip_id: clip for split in ("train", "val") for clip in datamodule.datasets[split].clips}
+    clips = list(found.values())
     return AudioVisualClipDataset(clips, FRAMES_USED[dataset], 224, True, datamodule.frame_selection)
 
 
@@ -305,7 +307,7 @@ def measure(dataset: str, clips: int, rounds: int, workers: tuple[int, ...]) -> 
         for name, data in loaders.items():
             seconds = official_stages(dataset, data) if name == "official" else library_stages(data)  # type: ignore[arg-type]
             stage_rows += [
-                {"dataset": dataset, "loader": name, "stage": stage, "ms_per_sample": 1000 * value / len(names)}
+                {"dataset": dataset, "loader": name, "stage": stage, "ms_per_sample": 1000 * value / len(data)}  # type: ignore[arg-type]
                 for stage, value in seconds.items()
             ]
     return rows, stage_rows

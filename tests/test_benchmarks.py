@@ -237,3 +237,12 @@ def test_the_loader_benchmark_measures_every_loader(tmp_path: Path) -> None:
     assert ("library_prepared", "resample") in stages and ("official", "spectrogram") in stages
     assert "| cremad | 0 |" in (tmp_path / "loaders.md").read_text()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["loaders.json", "loaders.md"]
+    assert len(loaders.library_dataset("ave", _generated_ave(tmp_path / "ave"))) == 3  # each clip once
+
+
+def _generated_ave(root: Path) -> Path:
+    from benchmarks import loaders
+
+    root.mkdir()
+    loaders.generate("ave", root, 3)
+    return root

@@ -14,10 +14,12 @@ from pdmp_lightning.data.audiovisual.base import (
 )
 from pdmp_lightning.data.audiovisual.cremad import CREMAD_EMOTIONS, CREMADDataModule
 from pdmp_lightning.data.audiovisual.kinetics_sounds import KineticsSoundsDataModule
+from pdmp_lightning.data.audiovisual.media import FRAME_SELECTIONS, FrameSelection, Resampler, frame_indices
 from pdmp_lightning.data.audiovisual.splits import ClipEntry
 
 __all__ = [
     "CREMAD_EMOTIONS",
+    "FRAME_SELECTIONS",
     "AVEDataModule",
     "AudioVisualClipDataset",
     "AudioVisualDataModule",
@@ -26,5 +28,8 @@ __all__ = [
     "ClipDataset",
     "ClipEntry",
     "ClipListDataModule",
+    "FrameSelection",
     "KineticsSoundsDataModule",
+    "Resampler",
+    "frame_indices",
 ]
