@@ -226,3 +226,17 @@ def test_prepare_writes_the_official_features(tmp_path: Path) -> None:
     reference = official.cremad_spectrogram(str(raw / "AudioWAV" / "1001_DFA_ANG_XX.wav"))
     assert relative_difference(ours, reference) < TOLERANCE
     np.testing.assert_array_equal(ours, load_audio(raw / "AudioWAV" / "1001_DFA_ANG_XX.wav")[0].numpy())
+
+
+def test_frames_decode_to_the_official_pixels(tmp_path: Path) -> None:
+    """torchvision's JPEG decoder (the library's) gives the pixels PIL's (the official loaders') gives."""
+    from pdmp_lightning.data.audiovisual.media import decode_frames
+
+    generator = np.random.default_rng(0)
+    y, x = np.mgrid[0:360, 0:480]
+    picture = np.stack([128 + 90 * np.sin(x / (40 + 30 * k) + y / 70) for k in range(3)], axis=-1)
+    picture = np.clip(picture + generator.normal(0, 6, picture.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "00001.jpg", quality=95)
+    ours = decode_frames([tmp_path / "00001.jpg"], [0])[0]
+    official_pixels = np.array(Image.open(tmp_path / "00001.jpg").convert("RGB"))
+    assert torch.equal(ours, torch.from_numpy(official_pixels).permute(2, 0, 1))
