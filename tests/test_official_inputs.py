@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from pdmp_lightning.data.audiovisual import CREMADDataModule
-from pdmp_lightning.data.audiovisual.media import Resampler, frame_indices, load_audio, read_samples
+from pdmp_lightning.data.audiovisual.media import Resampler, frame_indices, load_audio, read_samples, read_wav
 from tests.references import loaders as official
 
 TOLERANCE = 1e-4
@@ -72,6 +72,12 @@ def test_resampling_is_librosa_load(tmp_path: Path) -> None:
     assert ours.dtype == np.float32 and ours.shape == reference.shape == (22_052,)  # ceil(16001 * 22050 / 16000)
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6)
     assert Resampler(22_050)(samples, 22_050) is samples  # the recipe's rate: untouched
+    with pytest.raises(ValueError, match="`sample_rate`: got 0"):
+        Resampler(0)
+    with pytest.raises(ValueError, match=r"`resampler`: got .*expected a Resampler to sample_rate"):
+        read_wav(path, 22_050, Resampler(16_000))
+    with pytest.raises(ValueError, match="`selection`: got 'last'"):
+        frame_indices(3, 1, "last")  # type: ignore[arg-type]
 
 
 def test_cremad_datamodule_batches_the_official_spectrogram(tmp_path: Path) -> None:

@@ -127,6 +127,8 @@ class AudioVisualClipDataset(ClipDataset[Clip]):
         frame_selection: FrameSelection = "centres",
     ) -> None:
         super().__init__(clips, train)
+        if frame_selection not in FRAME_SELECTIONS:
+            raise config_error("frame_selection", frame_selection, f"one of {list(FRAME_SELECTIONS)}")
         self.num_frames = num_frames
         self.image_size = image_size
         self.frame_selection: FrameSelection = frame_selection

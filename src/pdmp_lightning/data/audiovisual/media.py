@@ -124,7 +124,7 @@ def frame_indices(available: int, num_frames: int, selection: FrameSelection = "
         return [(available // num_frames) * i for i in range(num_frames)]
     if selection == "centres":
         return select_frame_indices(available, num_frames)
-    raise ValueError(f"unknown frame selection {selection!r}; expected one of {FRAME_SELECTIONS}")
+    raise config_error("selection", selection, f"one of {list(FRAME_SELECTIONS)}")
 
 
 def frame_transform(image_size: int, train: bool) -> FrameTransform:
@@ -327,7 +327,7 @@ def read_wav(path: Path, sample_rate: int = CREMAD_SAMPLE_RATE, resampler: Resam
     """
     resampler = resampler if resampler is not None else Resampler(sample_rate)
     if resampler.sample_rate != sample_rate:
-        raise ValueError(f"`resampler`: resamples to {resampler.sample_rate} Hz, not to sample_rate {sample_rate}")
+        raise config_error("resampler", resampler, f"a Resampler to sample_rate ({sample_rate} Hz)")
     samples, rate = read_samples(path)
     return torch.from_numpy(resampler(samples, rate))
 
