@@ -10,10 +10,11 @@ Usage::
 External programs: **ffmpeg** only (Debian/Ubuntu package ``ffmpeg``: ``apt-get install ffmpeg``), run
 through :mod:`subprocess` with explicit argument lists (never a shell) to cut frames and to decode audio.
 ``--ffmpeg PATH`` points at another binary. Python packages: numpy, torch, tqdm, soundfile (reads the
-decoded wav; ``torchaudio.load`` is not used because it needs torchcodec and FFmpeg's shared libraries)
-and, for Kinetics-Sounds, torchaudio (``torchaudio.compliance.kaldi.fbank``):
-``pip install "pdmp-lightning[audio]"``. UCF-101 needs OpenCV instead of soundfile for the optical flow
-(``opencv-contrib-python-headless``, in ``pip install "pdmp-lightning[av]"``).
+decoded wav; ``torchaudio.load`` is not used because it needs torchcodec and FFmpeg's shared libraries),
+soxr (resamples CREMA-D and AVE audio as ``librosa.load`` does) and, for Kinetics-Sounds, torchaudio
+(``torchaudio.compliance.kaldi.fbank``): ``pip install "pdmp-lightning[audio]"``. UCF-101 needs OpenCV
+instead of soundfile for the optical flow (``opencv-contrib-python-headless``, in
+``pip install "pdmp-lightning[av]"``).
 
 Layouts written under ``--out`` (those of the public preprocessing scripts, see the datamodules):
 
