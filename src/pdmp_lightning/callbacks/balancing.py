@@ -10,7 +10,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from pdmp_lightning.batch import BatchKey, check_batch_key, select_from_batch
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
@@ -71,8 +70,8 @@ class BalancingCallback(ModalityModulationCallback):
         log_prefix: Prefix of the logged names.
 
     Examples:
-        >>> callback = BalancingCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, target="y")
-        >>> callback.target, callback.coefficients  # a subclass fills them in update_coefficients
+        >>> callback = BalancingCallback({"audio": "enc.a", "visual": "enc.v"}, target="y")
+        >>> callback.target, callback.coefficients  # a subclass fills them in
         ('y', {})
     """
 
@@ -117,7 +116,6 @@ class BalancingCallback(ModalityModulationCallback):
         self.seed = seed
         self._access: FusionAccess | None = None
         self._labels: Tensor | None = None
-        self._reach_checked = False
         self._targets_checked = False
 
     # --- what a method implements ---------------------------------------------------------------
@@ -171,31 +169,8 @@ class BalancingCallback(ModalityModulationCallback):
         if self._access is not None:
             self._access.clear()  # the graph the features hold is done with
 
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
-    ) -> None:
-        if self.is_modulating and not self._reach_checked:
-            self._check_the_modulation_reaches_the_model()
-            self._reach_checked = True
-        super().on_before_optimizer_step(trainer, pl_module, optimizer)
-
-    def _check_the_modulation_reaches_the_model(self) -> None:
-        """At the first modulated step: a modality whose parameters got no gradient would never be modulated."""
-        if self._modulator is None:
-            return  # the method acts its own way and checks that itself
-        for modality, parameters in self._group_parameters_by_modality.items():
-            if parameters and all(p.grad is None for p in parameters):
-                raise config_error(
-                    f"modalities[{modality!r}]",
-                    f"{len(parameters)} parameters, none with a gradient at the first modulated step",
-                    "parameters that the training loss reaches",
-                    "their encoder was not used in this step's forward, or the selection names parameters the loss "
-                    f"does not depend on; {type(self).__name__}'s coefficients would never reach them.",
-                )
-
     def _activate(self, trainer: pl.Trainer) -> None:
         super()._activate(trainer)
-        self._reach_checked = False
         if self._access is not None and self.needs_features:
             self._access.attach()
 

@@ -107,6 +107,7 @@ class ModalityModulationCallback(Callback):
         self.groups: dict[str, ModalityGroup] = {}
         self.mechanism_in_use: str | None = None
         self._modulator: Modulator | None = None
+        self._reach_checked = False
         self._active = False
         self._group_parameters_by_modality: dict[str, list[torch.nn.Parameter]] = {}
         self._reported_non_finite: set[str] = set()
@@ -220,6 +221,9 @@ class ModalityModulationCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
         if self._active:
+            if not self._reach_checked:
+                self._check_the_modulation_reaches_the_model()
+                self._reach_checked = True
             self._before_step_modulation(trainer, pl_module, optimizer)
             if self._modulator is not None:
                 self._modulator.before_optimizer_step(optimizer)
@@ -248,8 +252,23 @@ class ModalityModulationCallback(Callback):
     def _activate(self, trainer: pl.Trainer) -> None:
         """Starts modulating (the window opened); subclasses add what else they register."""
         self._active = True
+        self._reach_checked = False
         if self._modulator is not None:
             self._modulator.attach(trainer.optimizers)
+
+    def _check_the_modulation_reaches_the_model(self) -> None:
+        """At the first modulated step: a modality whose parameters got no gradient would never be modulated."""
+        if self._modulator is None:
+            return  # the method acts its own way and checks that itself
+        for modality, parameters in self._group_parameters_by_modality.items():
+            if parameters and all(p.grad is None for p in parameters):
+                raise config_error(
+                    f"modalities[{modality!r}]",
+                    f"{len(parameters)} parameters, none with a gradient at the first modulated step",
+                    "parameters that the training loss reaches",
+                    "their encoder was not used in this step's forward, or the selection names parameters the loss "
+                    f"does not depend on; {type(self).__name__}'s coefficients would never reach them.",
+                )
 
     def _detach(self) -> None:
         """Stops modulating and removes every hook; safe to call at any time, twice included."""
