@@ -46,9 +46,9 @@ class BalancingCallback(ModalityModulationCallback):
 
     While modulating it keeps the labels of the current batch (``target``) and, when the method
     needs them, each modality's features from the training forward; a subclass turns them into
-    coefficients in :meth:`update_coefficients`, called before every backward. It reaches the model's
-    fusion through :attr:`access` (see :mod:`pdmp_lightning.fusion_access`): through the named
-    ``head``, or through the module's :mod:`pdmp_lightning.protocol` methods.
+    coefficients in ``update_coefficients``, called before every backward. It reaches the model's
+    fusion through ``access`` (see ``pdmp_lightning.fusion_access``): through the named
+    ``head``, or through the module's ``pdmp_lightning.protocol`` methods.
 
     Args:
         modalities: Modality -> the parameters to modulate: its encoder's submodule path, or regexes.
@@ -58,13 +58,13 @@ class BalancingCallback(ModalityModulationCallback):
             ``"model.fusion_module.fc_out"``), or modality -> path of each modality's linear head (a
             sum fusion). The features, each modality's share of the logits and the fused logits are
             then derived from it, with nothing asked of the model. None: the model implements
-            :mod:`pdmp_lightning.protocol`.
+            ``pdmp_lightning.protocol``.
         head_widths: Modality -> its number of input columns of a concat ``head``, in the order of
             ``modalities``; default: equal widths.
         target: Batch key or index of the integer labels.
         start_epoch: First modulated epoch.
         end_epoch: First epoch after the window (exclusive), or None.
-        mechanism: How the coefficients act; see :class:`ModalityModulationCallback`.
+        mechanism: How the coefficients act; see ``ModalityModulationCallback``.
         seed: Seed of the method's random draws (identical on every rank).
         log_every_n_steps: Interval of the coefficient, score and gradient-norm logs.
         log_prefix: Prefix of the logged names.
@@ -75,7 +75,7 @@ class BalancingCallback(ModalityModulationCallback):
         ('y', {})
     """
 
-    #: Protocol members (see :mod:`pdmp_lightning.protocol`) the method needs from the module.
+    #: Protocol members (see ``pdmp_lightning.protocol``) the method needs from the module.
     required: tuple[str, ...] = ()
     #: Whether the method reads each modality's features from the training forward.
     needs_features: bool = True

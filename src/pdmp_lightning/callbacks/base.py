@@ -1,11 +1,11 @@
 """What every modality callback shares: modality groups, window, hook lifetime, logging, checkpoints.
 
 A subclass decides *which* coefficient each modality gets (PDMP from a ranking, the baselines from
-per-step scores) by filling the live dict behind :attr:`ModalityModulationCallback.coefficients`.
+per-step scores) by filling the live dict behind ``ModalityModulationCallback.coefficients``.
 Methods that scale gradients or updates hand them to a gradient-modulation component, a
-:class:`~pdmp_lightning.modulation.mechanisms.Modulator` chosen by ``mechanism``; methods that act
+``Modulator`` chosen by ``mechanism``; methods that act
 another way (OPM drops features, MMPareto replaces gradients, AGM scales its responses) build
-none and say so in :attr:`~ModalityModulationCallback.mechanism_in_use`. The base opens and closes
+none and say so in ``mechanism_in_use``. The base opens and closes
 the window and guarantees that no hook outlives a fit.
 """
 
@@ -49,7 +49,7 @@ class ModalityModulationCallback(Callback):
         start_epoch: First epoch of the modulation window (the epochs before it are warm-up).
         end_epoch: First epoch after the window (exclusive), or None to modulate until the end.
         mechanism: ``"auto"``, ``"activation"``, ``"parameter"``, ``"grad"`` or ``"update"``; see
-            :mod:`pdmp_lightning.modulation.mechanisms`.
+            ``pdmp_lightning.modulation.mechanisms``.
         log_every_n_steps: Interval of the coefficient and gradient-norm logs; None uses the
             Trainer's ``log_every_n_steps``; 0 turns them off.
         log_prefix: Prefix of the logged names.
@@ -124,7 +124,7 @@ class ModalityModulationCallback(Callback):
 
     @property
     def multipliers(self) -> dict[str, float]:
-        """Deprecated name of :attr:`coefficients` (one word for one concept since 0.2)."""
+        """Deprecated name of ``coefficients`` (one word for one concept since 0.2)."""
         warnings.warn("`multipliers` is deprecated; use `coefficients` (a copy).", DeprecationWarning, stacklevel=2)
         return self._coefficients
 

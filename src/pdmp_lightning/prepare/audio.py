@@ -71,7 +71,7 @@ def ave_log_spectrogram(waveform: np.ndarray, sample_rate: int = AVE_AUDIO_RATE)
     """The AVE audio feature: a per-clip z-scored log power spectrogram, 257 x 1004 at 16 kHz.
 
     The recipe of the public AVE preprocessing (``scipy.signal.spectrogram`` with its defaults),
-    computed with :func:`torch.stft` in float64: the waveform is repeated until it fills 10 s and cut
+    computed with ``torch.stft`` in float64: the waveform is repeated until it fills 10 s and cut
     there, clipped to [-1, 1]; segments of 512 samples every 159 (``noverlap`` 353), each minus its mean
     (``detrend="constant"``), a periodic Tukey(0.25) window, one-sided power spectral density; then
     ``log(psd + 1e-7)`` and ``(x - mean) / (std + 1e-9)`` over the whole clip.

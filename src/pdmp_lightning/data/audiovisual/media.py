@@ -31,7 +31,7 @@ CREMAD_N_FFT = 512
 CREMAD_HOP_LENGTH = 353
 LOG_EPSILON = 1e-7
 
-#: Audio file suffixes :func:`load_audio` reads.
+#: Audio file suffixes ``load_audio`` reads.
 AUDIO_SUFFIXES = (".wav", ".npy", ".pt", ".pkl")
 
 FrameTransform = Callable[[Tensor], Tensor]
@@ -103,7 +103,7 @@ def frame_transform(image_size: int, train: bool) -> FrameTransform:
 def segment_indices(available: int, num_frames: int, train: bool) -> list[int]:
     """Indices of ``num_frames`` frames out of ``available``, one per equal segment (TSN-style sampling).
 
-    Evaluation takes each segment's centre (:func:`select_frame_indices`); training draws one frame
+    Evaluation takes each segment's centre (``select_frame_indices``); training draws one frame
     uniformly inside each segment with the global torch generator (seeded by ``seed_everything``), as
     the two-stream recipes of BalanceBenchmark and TSN do. With fewer frames than asked, both use every
     frame once and repeat the last one.
@@ -149,7 +149,7 @@ def load_frames(paths: Sequence[Path], num_frames: int, transform: FrameTransfor
 
     Args:
         paths: All frames of the clip, in order.
-        num_frames: How many to return (see :func:`select_frame_indices`).
+        num_frames: How many to return (see ``select_frame_indices``).
         transform: Applied to the ``uint8 [T, 3, H, W]`` stack.
     """
     stack: Tensor = transform(decode_frames(paths, select_frame_indices(len(paths), num_frames)))
@@ -217,7 +217,7 @@ def read_wav(path: Path, sample_rate: int = CREMAD_SAMPLE_RATE) -> Tensor:
 def load_audio(path: Path) -> Tensor:
     """One clip's audio features as ``float32``, with a channel dimension added to 2-D arrays.
 
-    - ``.wav``: the CREMA-D recipe, :func:`read_wav` then :func:`log_spectrogram` -> ``[1, 257, 188]``;
+    - ``.wav``: the CREMA-D recipe, ``read_wav`` then ``log_spectrogram`` -> ``[1, 257, 188]``;
     - ``.npy``: ``numpy.load(allow_pickle=False)``;
     - ``.pt``: ``torch.load(weights_only=True)`` (a tensor or an array);
     - ``.pkl``: ``pickle.load``. Unpickling runs code from the file: the datamodules only read pickles from
