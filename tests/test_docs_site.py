@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,84 @@ def test_no_list_runs_into_its_paragraph(site: Path) -> None:
         if re.search(r"\n\s*(?:[-*]|\d+\.) \S", paragraph)
     }
     assert offenders == {}
+
+
+#: Characters of code a line may hold: the column holds 85 at 1280 px (measured with tools/screenshots.py).
+CODE_COLUMNS = 84
+
+
+def test_code_lines_fit_the_column(site: Path) -> None:
+    """A longer line hides its end (often the comment that explains it) behind a sideways scroll."""
+    wide = {
+        f"{name}: {line[:60]}": len(line)
+        for name, html in pages(site).items()
+        for block in re.findall(r"<pre[^>]*>(.*?)</pre>", html, flags=re.S)
+        for line in html_text(block).splitlines()
+        if len(line) > CODE_COLUMNS
+    }
+    assert wide == {}
+
+
+def test_nothing_is_loaded_from_another_host(site: Path) -> None:
+    """On a cluster without internet access the pages must read the same: no CDN, no web font, no diagram text."""
+    external = re.compile(
+        r'<(?:script|img)[^>]+src="(?:https?:)?//|<link[^>]+href="(?:https?:)?//[^"]+"[^>]*stylesheet'
+    )
+    for name, html in pages(site).items():
+        assert not external.search(html), (name, external.search(html))
+        assert 'class="mermaid"' not in html, name  # drawn by a script fetched from a CDN
+        assert "fonts.googleapis" not in html, name
+    assert (site / "assets" / "pdmp-stages.svg").is_file()
+
+
+def test_the_reference_shows_signatures_and_no_sphinx_roles(site: Path) -> None:
+    reference = {name: html for name, html in pages(site).items() if name.startswith("reference/")}
+    roles = re.compile(r":(?:meth|class|func|attr|data|mod|exc):`")
+    for name, html in reference.items():
+        assert not roles.search(html_text(html)), name  # Sphinx roles are not Markdown: they show as typed
+    assert 'class="doc-signature' in reference["reference/models/index.html"]
+
+
+def test_the_navigation_separates_tutorials_how_to_guides_and_reference(site: Path) -> None:
+    home = html_text((site / "index.html").read_text(encoding="utf-8"))
+    sections = ["Tutorials", "How-to guides", "Explanation", "Reference", "Contributing"]
+    assert all(section in home for section in sections)
+    assert [home.index(section) for section in sections] == sorted(home.index(section) for section in sections)
+
+
+def html_text(html: str) -> str:
+    return unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def fenced(markdown: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", markdown, flags=re.S)
+
+
+def run_copied(code: str, folder: Path) -> str:
+    """Runs ``code`` saved as a file in ``folder`` (the working directory), as a reader would; its output."""
+    script = folder / "example.py"
+    script.write_text(code, encoding="utf-8")
+    env = {**os.environ, "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
+    result = subprocess.run(
+        [sys.executable, script.name], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_the_home_page_example_runs_as_written_and_prints_the_table_it_shows(tmp_path: Path) -> None:
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    code, shown = fenced(home, "python")[0], fenced(home, "text")[0]
+    output = run_copied(code, tmp_path)
+    for line in shown.splitlines():
+        assert line in output.splitlines(), f"the home page shows {line!r}; the example printed:\n{output[-3000:]}"
+    accuracy = re.search(r"test_accuracy\s+(\d\.\d+)", output)
+    assert accuracy is not None and f"test accuracy is {float(accuracy[1]):.3f}" in " ".join(home.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example.py"]  # logger=False: no file written
+
+
+def test_the_quickstart_python_example_runs_as_written(tmp_path: Path) -> None:
+    quickstart = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    output = run_copied(fenced(quickstart, "python")[0], tmp_path)
+    assert "['visual', 'audio']" in output  # the ranking it prints
+    assert re.search(r"test_accuracy\s+0\.9333", output)  # the command line's main job gets the same

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import Tensor
 
-from pdmp_lightning import AGMCallback, MMParetoCallback, OGMGECallback, OPMCallback, PDMPConfigurationError
+from pdmp_lightning import (
+    AGMCallback,
+    MMParetoCallback,
+    OGMGECallback,
+    OPMCallback,
+    PDMPCallback,
+    PDMPConfigurationError,
+)
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 from tests import avclassifier
 from tests.helpers import trainer
@@ -286,6 +293,17 @@ def test_mmpareto_refuses_encoders_the_backward_never_reaches() -> None:
     callback = MMParetoCallback(MODALITIES)
     with pytest.raises(PDMPConfigurationError, match=r"whose gradient was never replaced \(encoders\.audio\."):
         one_step(callback, module)
+
+
+@pytest.mark.parametrize("mechanism", ["activation", "parameter", "grad", "update"])
+def test_pdmp_refuses_an_encoder_the_backward_never_reaches(mechanism: str) -> None:
+    torch.manual_seed(0)
+    encoders = {m: MLPEncoder(in_features=16, hidden=[8], out_features=8) for m in ("audio", "visual")}
+    module = DetachesAudio(encoders, num_classes=4, unimodal_heads=True, optimizer=SGD)
+    callback = PDMPCallback(MODALITIES, ranking=["audio", "visual"], start_epoch=0, mechanism=mechanism)
+    with pytest.raises(PDMPConfigurationError, match=r"`modalities\['audio'\]`: got '4 parameters, none with a grad"):
+        one_step(callback, module)
+    assert not callback.is_modulating
 
 
 @pytest.mark.parametrize("make", [OGMGECallback, OPMCallback, AGMCallback, MMParetoCallback])

@@ -15,7 +15,7 @@ class PDMPConfigurationError(ValueError):
     Examples:
         >>> from pdmp_lightning import PDMPCallback
         >>> try:
-        ...     PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"}, gamma_p=-1.0)
+        ...     PDMPCallback({"audio": "audio_enc", "visual": "visual_enc"}, gamma_p=-1.0)
         ... except PDMPConfigurationError as error:
         ...     print(str(error).split(". Hint")[0])
         `gamma_p`: got -1.0; expected a finite number > 0
@@ -25,7 +25,7 @@ class PDMPConfigurationError(ValueError):
 class ProbeRankingWarning(UserWarning):
     """The probes' ranking may not be the one full unimodal training would give.
 
-    Issued by :class:`~pdmp_lightning.PDMPCallback` when the best probe is barely above chance, or
+    Issued by ``PDMPCallback`` when the best probe is barely above chance, or
     when the best two probes are within one standard error of each other on the validation data.
     The probe report lists the same doubts under ``"doubts"``. Turn it into an error to stop such a
     run before it trains, or silence it once you have checked the ranking.
@@ -33,7 +33,8 @@ class ProbeRankingWarning(UserWarning):
     Examples:
         >>> import warnings
         >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("error", ProbeRankingWarning)  # fail fast instead of training on a guess
+        ...     # fail fast instead of training on a guess
+        ...     warnings.simplefilter("error", ProbeRankingWarning)
         ...     try:
         ...         warnings.warn("the probes are tied", ProbeRankingWarning)
         ...     except ProbeRankingWarning as warning:
@@ -43,7 +44,7 @@ class ProbeRankingWarning(UserWarning):
 
 
 def config_error(argument: str, value: Any, allowed: str, hint: str | None = None) -> PDMPConfigurationError:
-    """Builds a :class:`PDMPConfigurationError` with the library's message layout.
+    """Builds a ``PDMPConfigurationError`` with the library's message layout.
 
     Args:
         argument: The argument (or batch key, or module path) at fault.
@@ -81,8 +82,10 @@ def is_number(
         below: Exclusive upper bound.
 
     Examples:
-        >>> is_number(0.5, above=0, at_most=1), is_number(0, above=0), is_number(True), is_number(float("nan"))
-        (True, False, False, False)
+        >>> is_number(0.5, above=0, at_most=1), is_number(0, above=0)
+        (True, False)
+        >>> is_number(True), is_number(float("nan"))
+        (False, False)
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return False
@@ -103,7 +106,7 @@ def check_int(
     allowed: str | None = None,
     hint: str | None = None,
 ) -> None:
-    """Raises a :class:`PDMPConfigurationError` unless ``value`` is an integer (not a bool) >= ``minimum``.
+    """Raises a ``PDMPConfigurationError`` unless ``value`` is an integer (not a bool) >= ``minimum``.
 
     Args:
         argument: The argument checked.

@@ -1,8 +1,8 @@
 """Where the baselines meet a model's fusion: its features, their share of the logits, the fused logits.
 
-Two ways in, one contract (:class:`FusionAccess`):
+Two ways in, one contract (``FusionAccess``):
 
-- :class:`LinearHeadAccess` (``head=`` on the baseline callbacks): the model's final linear layer is
+- ``LinearHeadAccess`` (``head=`` on the baseline callbacks): the model's final linear layer is
   named, and everything is derived from it, with no change to the model. A single ``nn.Linear``
   is a *concat* fusion: its input columns are the modalities' features side by side, in the order
   of ``modalities`` (``head_widths`` gives their widths; equal widths by default), modality m's
@@ -11,7 +11,7 @@ Two ways in, one contract (:class:`FusionAccess`):
   fusion (``logits = sum_m head_m(z_m)``, as the official OGM-GE ``SumFusion``); each share is
   ``head_m(z_m)``. This is the official repositories' own way (OGM-GE, OPM and AGM split
   ``fusion_module.fc_out``'s weight).
-- :class:`ModuleProtocolAccess`: the LightningModule implements :mod:`pdmp_lightning.protocol`
+- ``ModuleProtocolAccess``: the LightningModule implements ``pdmp_lightning.protocol``
   (``split_logits``, ``fuse``, ``fusion``) and each modality's features are its encoder's output.
 """
 
@@ -85,7 +85,7 @@ class FusionAccess:
 
 
 class ModuleProtocolAccess(FusionAccess):
-    """Through :mod:`pdmp_lightning.protocol`: encoder outputs as features, the module's own methods.
+    """Through ``pdmp_lightning.protocol``: encoder outputs as features, the module's own methods.
 
     Args:
         module: The LightningModule.

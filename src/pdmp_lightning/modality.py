@@ -2,9 +2,9 @@
 
 A modality is given either by dotted submodule paths (``"backbones.visual"``) or by regular
 expressions over ``named_parameters()`` names, written ``"re:<regex>"`` and matched with
-:func:`re.search`. Specs are checked for form when a callback is built
-(:func:`parse_modality_specs`) and resolved against the module once it is known
-(:func:`resolve_modality_groups`).
+``re.search``. Specs are checked for form when a callback is built
+(``parse_modality_specs``) and resolved against the module once it is known
+(``resolve_modality_groups``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A callback captures each modality's features from the training forward (the output of the
 modality's submodule, flattened to ``[B, d]``) and asks the module for what it cannot compute
 alone. Any LightningModule can implement the methods a method needs;
-:class:`~pdmp_lightning.models.MultimodalClassifier` implements all of them.
+``MultimodalClassifier`` implements all of them.
 
 =====================  ==============================================================  ==================
 method / attribute     contract                                                        used by
@@ -49,7 +49,7 @@ def require(module: Any, callback: str, *names: str) -> None:
     Args:
         module: The LightningModule.
         callback: The callback's class name.
-        names: Protocol members the callback uses (keys of :data:`CONTRACTS`).
+        names: Protocol members the callback uses (keys of ``CONTRACTS``).
 
     Examples:
         >>> try:

@@ -52,8 +52,11 @@ def task_outputs(task: str, logits: Tensor) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> task_outputs("regression", torch.zeros(5, 1)).shape, task_outputs("multilabel", torch.zeros(5, 1)).shape
-        (torch.Size([5]), torch.Size([5, 1]))
+        >>> logits = torch.zeros(5, 1)
+        >>> task_outputs("regression", logits).shape
+        torch.Size([5])
+        >>> task_outputs("multilabel", logits).shape
+        torch.Size([5, 1])
     """
     return logits.squeeze(1) if task == "regression" and logits.dim() == 2 and logits.shape[1] == 1 else logits
 

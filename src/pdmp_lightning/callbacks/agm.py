@@ -128,7 +128,7 @@ def exp_or_inf(value: float) -> float:
     """``exp(value)``, ``inf`` where it overflows (as the official code's tensors do) instead of raising.
 
     Diverging scores (a learning rate far too high) drive the ratio past float range; an infinite
-    ratio gives that modality a coefficient of 0 in :func:`agm_coefficients`.
+    ratio gives that modality a coefficient of 0 in ``agm_coefficients``.
     """
     try:
         return math.exp(value)
@@ -140,7 +140,8 @@ def agm_coefficients(ratios: Mapping[str, float], averages: Mapping[str, float],
     """``c_m = exp(alpha * min(r_bar_m - r_m, 10))``: below 1 for a modality ahead of its running-mean ratio.
 
     Examples:
-        >>> agm_coefficients({"audio": 2.0, "visual": 0.5}, {"audio": 1.0, "visual": 1.0}, alpha=1.0)
+        >>> ratios = {"audio": 2.0, "visual": 0.5}
+        >>> agm_coefficients(ratios, {"audio": 1.0, "visual": 1.0}, alpha=1.0)
         {'audio': 0.36787944117144233, 'visual': 1.6487212707001282}
     """
     return {m: math.exp(alpha * min(averages[m] - r, 10.0)) for m, r in ratios.items()}
@@ -187,7 +188,7 @@ class AGMCallback(BalancingCallback):
             without ``head``; default: the modality's path).
         head: The model's final linear layer, a concat head (e.g. ``"model.fusion_module.fc_out"``):
             the fused logits are its output, nothing is asked of the model. None: the module's
-            ``fusion`` (see :mod:`pdmp_lightning.protocol`).
+            ``fusion`` (see ``pdmp_lightning.protocol``).
         head_widths: Each modality's input columns of ``head`` (default: equal).
         target: Batch key or index of the labels.
         start_epoch: First modulated epoch.
@@ -198,7 +199,8 @@ class AGMCallback(BalancingCallback):
         log_every_n_steps: Interval of the logs (``agm/coefficient/*``, ``agm/score/*``, ...).
 
     Examples:
-        >>> callback = AGMCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, alpha=1.5)
+        >>> modalities = {"audio": "encoders.audio", "visual": "encoders.visual"}
+        >>> callback = AGMCallback(modalities, alpha=1.5)
         >>> callback.mechanism, callback.masking
         ('responses', 'inputs')
     """
@@ -413,7 +415,8 @@ class AGMCallback(BalancingCallback):
             >>> agm = AGMCallback({"a": "enc_a", "v": "enc_v"}, alpha=1.0)
             >>> agm.step({"a": 1.0, "v": 1.0})  # the running means start at 0: r_bar = 1 = r
             {'a': 1.0, 'v': 1.0}
-            >>> coefficients = agm.step({"a": 0.0, "v": 2.0})  # a fits far better than its mean so far
+            >>> # a fits far better than its mean so far
+            >>> coefficients = agm.step({"a": 0.0, "v": 2.0})
             >>> coefficients["a"] < 1.0 < coefficients["v"], agm.steps, agm.score_means
             (True, 2, {'a': 0.5, 'v': 1.5})
         """

@@ -10,7 +10,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from pdmp_lightning.batch import BatchKey, check_batch_key, select_from_batch
 from pdmp_lightning.callbacks.base import ModalityModulationCallback
@@ -47,9 +46,9 @@ class BalancingCallback(ModalityModulationCallback):
 
     While modulating it keeps the labels of the current batch (``target``) and, when the method
     needs them, each modality's features from the training forward; a subclass turns them into
-    coefficients in :meth:`update_coefficients`, called before every backward. It reaches the model's
-    fusion through :attr:`access` (see :mod:`pdmp_lightning.fusion_access`): through the named
-    ``head``, or through the module's :mod:`pdmp_lightning.protocol` methods.
+    coefficients in ``update_coefficients``, called before every backward. It reaches the model's
+    fusion through ``access`` (see ``pdmp_lightning.fusion_access``): through the named
+    ``head``, or through the module's ``pdmp_lightning.protocol`` methods.
 
     Args:
         modalities: Modality -> the parameters to modulate: its encoder's submodule path, or regexes.
@@ -59,24 +58,24 @@ class BalancingCallback(ModalityModulationCallback):
             ``"model.fusion_module.fc_out"``), or modality -> path of each modality's linear head (a
             sum fusion). The features, each modality's share of the logits and the fused logits are
             then derived from it, with nothing asked of the model. None: the model implements
-            :mod:`pdmp_lightning.protocol`.
+            ``pdmp_lightning.protocol``.
         head_widths: Modality -> its number of input columns of a concat ``head``, in the order of
             ``modalities``; default: equal widths.
         target: Batch key or index of the integer labels.
         start_epoch: First modulated epoch.
         end_epoch: First epoch after the window (exclusive), or None.
-        mechanism: How the coefficients act; see :class:`ModalityModulationCallback`.
+        mechanism: How the coefficients act; see ``ModalityModulationCallback``.
         seed: Seed of the method's random draws (identical on every rank).
         log_every_n_steps: Interval of the coefficient, score and gradient-norm logs.
         log_prefix: Prefix of the logged names.
 
     Examples:
-        >>> callback = BalancingCallback({"audio": "encoders.audio", "visual": "encoders.visual"}, target="y")
-        >>> callback.target, callback.coefficients  # a subclass fills them in update_coefficients
+        >>> callback = BalancingCallback({"audio": "enc.a", "visual": "enc.v"}, target="y")
+        >>> callback.target, callback.coefficients  # a subclass fills them in
         ('y', {})
     """
 
-    #: Protocol members (see :mod:`pdmp_lightning.protocol`) the method needs from the module.
+    #: Protocol members (see ``pdmp_lightning.protocol``) the method needs from the module.
     required: tuple[str, ...] = ()
     #: Whether the method reads each modality's features from the training forward.
     needs_features: bool = True
@@ -117,7 +116,6 @@ class BalancingCallback(ModalityModulationCallback):
         self.seed = seed
         self._access: FusionAccess | None = None
         self._labels: Tensor | None = None
-        self._reach_checked = False
         self._targets_checked = False
 
     # --- what a method implements ---------------------------------------------------------------
@@ -171,31 +169,8 @@ class BalancingCallback(ModalityModulationCallback):
         if self._access is not None:
             self._access.clear()  # the graph the features hold is done with
 
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
-    ) -> None:
-        if self.is_modulating and not self._reach_checked:
-            self._check_the_modulation_reaches_the_model()
-            self._reach_checked = True
-        super().on_before_optimizer_step(trainer, pl_module, optimizer)
-
-    def _check_the_modulation_reaches_the_model(self) -> None:
-        """At the first modulated step: a modality whose parameters got no gradient would never be modulated."""
-        if self._modulator is None:
-            return  # the method acts its own way and checks that itself
-        for modality, parameters in self._group_parameters_by_modality.items():
-            if parameters and all(p.grad is None for p in parameters):
-                raise config_error(
-                    f"modalities[{modality!r}]",
-                    f"{len(parameters)} parameters, none with a gradient at the first modulated step",
-                    "parameters that the training loss reaches",
-                    "their encoder was not used in this step's forward, or the selection names parameters the loss "
-                    f"does not depend on; {type(self).__name__}'s coefficients would never reach them.",
-                )
-
     def _activate(self, trainer: pl.Trainer) -> None:
         super()._activate(trainer)
-        self._reach_checked = False
         if self._access is not None and self.needs_features:
             self._access.attach()
 

@@ -1,11 +1,11 @@
 """What every modality callback shares: modality groups, window, hook lifetime, logging, checkpoints.
 
 A subclass decides *which* coefficient each modality gets (PDMP from a ranking, the baselines from
-per-step scores) by filling the live dict behind :attr:`ModalityModulationCallback.coefficients`.
+per-step scores) by filling the live dict behind ``ModalityModulationCallback.coefficients``.
 Methods that scale gradients or updates hand them to a gradient-modulation component, a
-:class:`~pdmp_lightning.modulation.mechanisms.Modulator` chosen by ``mechanism``; methods that act
+``Modulator`` chosen by ``mechanism``; methods that act
 another way (OPM drops features, MMPareto replaces gradients, AGM scales its responses) build
-none and say so in :attr:`~ModalityModulationCallback.mechanism_in_use`. The base opens and closes
+none and say so in ``mechanism_in_use``. The base opens and closes
 the window and guarantees that no hook outlives a fit.
 """
 
@@ -49,7 +49,7 @@ class ModalityModulationCallback(Callback):
         start_epoch: First epoch of the modulation window (the epochs before it are warm-up).
         end_epoch: First epoch after the window (exclusive), or None to modulate until the end.
         mechanism: ``"auto"``, ``"activation"``, ``"parameter"``, ``"grad"`` or ``"update"``; see
-            :mod:`pdmp_lightning.modulation.mechanisms`.
+            ``pdmp_lightning.modulation.mechanisms``.
         log_every_n_steps: Interval of the coefficient and gradient-norm logs; None uses the
             Trainer's ``log_every_n_steps``; 0 turns them off.
         log_prefix: Prefix of the logged names.
@@ -107,6 +107,7 @@ class ModalityModulationCallback(Callback):
         self.groups: dict[str, ModalityGroup] = {}
         self.mechanism_in_use: str | None = None
         self._modulator: Modulator | None = None
+        self._reach_checked = False
         self._active = False
         self._group_parameters_by_modality: dict[str, list[torch.nn.Parameter]] = {}
         self._reported_non_finite: set[str] = set()
@@ -123,7 +124,7 @@ class ModalityModulationCallback(Callback):
 
     @property
     def multipliers(self) -> dict[str, float]:
-        """Deprecated name of :attr:`coefficients` (one word for one concept since 0.2)."""
+        """Deprecated name of ``coefficients`` (one word for one concept since 0.2)."""
         warnings.warn("`multipliers` is deprecated; use `coefficients` (a copy).", DeprecationWarning, stacklevel=2)
         return self._coefficients
 
@@ -220,6 +221,9 @@ class ModalityModulationCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
         if self._active:
+            if not self._reach_checked:
+                self._check_the_modulation_reaches_the_model()
+                self._reach_checked = True
             self._before_step_modulation(trainer, pl_module, optimizer)
             if self._modulator is not None:
                 self._modulator.before_optimizer_step(optimizer)
@@ -248,8 +252,23 @@ class ModalityModulationCallback(Callback):
     def _activate(self, trainer: pl.Trainer) -> None:
         """Starts modulating (the window opened); subclasses add what else they register."""
         self._active = True
+        self._reach_checked = False
         if self._modulator is not None:
             self._modulator.attach(trainer.optimizers)
+
+    def _check_the_modulation_reaches_the_model(self) -> None:
+        """At the first modulated step: a modality whose parameters got no gradient would never be modulated."""
+        if self._modulator is None:
+            return  # the method acts its own way and checks that itself
+        for modality, parameters in self._group_parameters_by_modality.items():
+            if parameters and all(p.grad is None for p in parameters):
+                raise config_error(
+                    f"modalities[{modality!r}]",
+                    f"{len(parameters)} parameters, none with a gradient at the first modulated step",
+                    "parameters that the training loss reaches",
+                    "their encoder was not used in this step's forward, or the selection names parameters the loss "
+                    f"does not depend on; {type(self).__name__}'s coefficients would never reach them.",
+                )
 
     def _detach(self) -> None:
         """Stops modulating and removes every hook; safe to call at any time, twice included."""

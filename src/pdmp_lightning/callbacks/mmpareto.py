@@ -28,7 +28,8 @@ def pareto_weights(g_mm: Tensor, g_u: Tensor) -> tuple[float, float, float]:
     ``w_mm = clip((|g_u|^2 - <g_mm, g_u>) / |g_mm - g_u|^2, 0.001, 0.999)``, ``w_u = 1 - w_mm``.
 
     Examples:
-        >>> w_mm, w_u, cosine = pareto_weights(torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0]))
+        >>> multimodal, unimodal = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])
+        >>> w_mm, w_u, cosine = pareto_weights(multimodal, unimodal)
         >>> round(w_mm, 6), round(w_u, 6), round(cosine, 4)  # cos < 0: a conflict
         (0.6, 0.4, -0.7071)
     """
@@ -100,7 +101,7 @@ class MMParetoCallback(BalancingCallback):
     (``unimodal_logits``) are computed separately from the step's features; when they conflict
     (negative cosine) the min-norm Pareto weights replace the plain sum, and each tensor's gradient
     is rescaled to at least the summed gradient's norm times ``gamma`` (see
-    :func:`mmpareto_gradients`). The encoder's gradient in the backward is replaced by that result
+    ``mmpareto_gradients``). The encoder's gradient in the backward is replaced by that result
     (scaled like the loss: accumulation, AMP); the heads keep the plain summed gradient. It neither
     boosts nor suppresses a modality by ranking: it removes conflicts inside each encoder. Under
     DDP each process combines its own batch's gradients; the results are then averaged.
@@ -115,7 +116,8 @@ class MMParetoCallback(BalancingCallback):
         log_every_n_steps: Interval of the logs (``mmpareto/cosine/*``, ``mmpareto/w_mm/*``).
 
     Examples:
-        >>> callback = MMParetoCallback({"audio": "encoders.audio", "visual": "encoders.visual"})
+        >>> modalities = {"audio": "encoders.audio", "visual": "encoders.visual"}
+        >>> callback = MMParetoCallback(modalities)
     """
 
     required = ("fuse", "unimodal_logits")

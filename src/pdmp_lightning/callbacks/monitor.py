@@ -17,11 +17,11 @@ class ModalityGradientMonitor(ModalityModulationCallback):
 
     Args:
         modalities: Modality name -> dotted submodule path(s) or ``"re:<regex>"`` patterns, as for
-            :class:`~pdmp_lightning.PDMPCallback`.
+            ``PDMPCallback``.
         log_every_n_steps: Logging interval; None uses the Trainer's.
 
     Examples:
-        >>> monitor = ModalityGradientMonitor({"audio": "encoders.audio", "visual": "encoders.visual"})
+        >>> monitor = ModalityGradientMonitor({"audio": "enc.a", "visual": "enc.v"})
         >>> monitor.modality_names
         ['audio', 'visual']
     """

@@ -27,7 +27,8 @@ def ogm_coefficients(scores: Mapping[str, float], alpha: float) -> dict[str, flo
     mean of the others, ``rho_m = s_m / mean_{j != m} s_j`` (the same rule for two).
 
     Examples:
-        >>> coefficients = ogm_coefficients({"audio": 3.0, "visual": 1.0}, alpha=0.5)  # rho_audio = 3
+        >>> # rho_audio = 3
+        >>> coefficients = ogm_coefficients({"audio": 3.0, "visual": 1.0}, alpha=0.5)
         >>> round(coefficients["audio"], 6), coefficients["visual"]  # 1 - tanh(1.5)
         (0.094852, 1.0)
     """
@@ -65,7 +66,8 @@ class OGMGECallback(BalancingCallback):
         log_every_n_steps: Interval of the logs (``ogm_ge/coefficient/*``, ``ogm_ge/score/*``).
 
     Examples:
-        >>> callback = OGMGECallback({"audio": "encoders.audio", "visual": "encoders.visual"}, alpha=0.8)
+        >>> modalities = {"audio": "encoders.audio", "visual": "encoders.visual"}
+        >>> callback = OGMGECallback(modalities, alpha=0.8)
     """
 
     required = ("split_logits",)

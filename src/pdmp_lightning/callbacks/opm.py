@@ -23,7 +23,8 @@ def drop_probability(rho: float, q_base: float, lam: float) -> float:
     """``q = q_base * (1 + lam * tanh(rho - 1))`` clipped to [0, 1].
 
     Examples:
-        >>> round(drop_probability(1.0, 0.5, 0.5), 6), round(drop_probability(3.0, 0.5, 0.5), 4)
+        >>> even, ahead = drop_probability(1.0, 0.5, 0.5), drop_probability(3.0, 0.5, 0.5)
+        >>> round(even, 6), round(ahead, 4)
         (0.5, 0.741)
     """
     return min(1.0, max(0.0, q_base * (1.0 + lam * math.tanh(rho - 1.0))))
@@ -59,7 +60,7 @@ class OPMCallback(BalancingCallback):
     the split-logit scores ``s_m`` of the batch (summed over processes) give ``rho``; the modality with
     the largest ``rho > 1`` has its features zeroed per sample with probability
     ``q = q_base (1 + lam tanh(rho - 1))``, and kept features are rescaled by ``1 / (1 - theta)``
-    (see :func:`drop_features`). It acts through a forward pre-hook on the named concat ``head`` (its
+    (see ``drop_features``). It acts through a forward pre-hook on the named concat ``head`` (its
     input columns are the features) or on the module's ``fusion`` (called with a dict of features),
     so no gradient is scaled. Only one modality is dropped per step, so no sample ever loses every
     modality (the original's rule for dropping such samples never applies).

@@ -93,7 +93,7 @@ class PDMPCallback(ModalityModulationCallback):
             optimizers (where a gradient scale cancels out), ``p.grad`` under FSDP, and the gradient at
             each encoder's output otherwise; or force ``"activation"``, ``"parameter"``, ``"grad"``
             or ``"update"``.
-        probes: How the unimodal probes train, stop and are scored (:class:`ProbeSettings`; a dict
+        probes: How the unimodal probes train, stop and are scored (``ProbeSettings``; a dict
             of its fields is accepted too). None: the defaults. The probes never depend on the main
             training's length: each trains until it plateaus or the ranking is settled, up to
             ``probes.max_epochs``.
@@ -103,10 +103,11 @@ class PDMPCallback(ModalityModulationCallback):
 
     Examples:
         >>> from lightning.pytorch import Trainer
-        >>> callback = PDMPCallback({"audio": "audio_encoder", "visual": "visual_encoder"}, ranking=["visual", "audio"])
+        >>> modalities = {"audio": "audio_encoder", "visual": "visual_encoder"}
+        >>> callback = PDMPCallback(modalities, ranking=["visual", "audio"])
         >>> callback.dominant, callback.coefficients
         ('visual', {'visual': 10.0, 'audio': 1.0})
-        >>> trainer = Trainer(callbacks=[callback], logger=False, enable_checkpointing=False)
+        >>> trainer = Trainer(callbacks=[callback], logger=False)
     """
 
     def __init__(
@@ -191,7 +192,7 @@ class PDMPCallback(ModalityModulationCallback):
         """The arguments that make a later run train like this one without probing: ``{"ranking": [...]}``.
 
         ``gamma_p`` is added when the probes showed that no boost is needed (the dominant modality is
-        not a slow starter, see :meth:`ProbeOutcome.slow_starter`), which a given ranking cannot tell.
+        not a slow starter, see ``ProbeOutcome.slow_starter``), which a given ranking cannot tell.
         """
         arguments: dict[str, Any] = {"ranking": self.ranking}
         boost = self.boost

@@ -79,8 +79,8 @@ class Utterance:
     """One espeak-ng utterance of a digit word.
 
     Attributes:
-        word: Digit class, the index in :data:`WORDS`.
-        voice: espeak-ng voice, an accent from :data:`VOICES` with an optional ``+variant``.
+        word: Digit class, the index in ``WORDS``.
+        voice: espeak-ng voice, an accent from ``VOICES`` with an optional ``+variant``.
         speed: Speaking rate in words per minute (``-s``).
         pitch: Pitch adjustment, 0-99 (``-p``).
     """
@@ -123,11 +123,11 @@ class AVDigitsDataModule(InMemoryMultimodalDataModule):
     among the ``utterances_per_class`` utterances of its class, each utterance with its own accent, voice
     variant, speed and pitch. An utterance is shared by several samples, but each sample gets its own
     offset, noise and signal-to-noise ratio; the splits cut samples, not utterances, so a test clip's
-    underlying utterance usually also occurs (differently noised) in train. After :meth:`setup`,
-    :attr:`pairing` tells which image and utterance every sample holds, and :attr:`utterances` describes
+    underlying utterance usually also occurs (differently noised) in train. After ``setup``,
+    ``pairing`` tells which image and utterance every sample holds, and ``utterances`` describes
     the utterances.
 
-    Everything is cached in ``cache_dir`` on first use (see :attr:`cache_path`); the same arguments and
+    Everything is cached in ``cache_dir`` on first use (see ``cache_path``); the same arguments and
     seed always give the same tensors.
 
     Args:
@@ -200,10 +200,10 @@ class AVDigitsDataModule(InMemoryMultimodalDataModule):
         self.noise_snr_db = float(noise_snr_db)
         self.snr_spread_db = float(snr_spread_db)
         self.visual_noise = float(visual_noise)
-        #: The utterances (``utterances_per_class`` per word, word by word; filled by :meth:`load`).
+        #: The utterances (``utterances_per_class`` per word, word by word; filled by ``load``).
         self.utterances: list[Utterance] = []
-        #: Per sample: ``image_index`` (row of ``load_digits``), ``utterance_index`` (into :attr:`utterances`)
-        #: and ``utterance_word`` (the spoken digit), int64 [num_samples] each (filled by :meth:`load`).
+        #: Per sample: ``image_index`` (row of ``load_digits``), ``utterance_index`` (into ``utterances``)
+        #: and ``utterance_word`` (the spoken digit), int64 [num_samples] each (filled by ``load``).
         self.pairing: dict[str, Tensor] = {}
         self._loaded: dict[str, Any] | None = None
 
@@ -221,7 +221,7 @@ class AVDigitsDataModule(InMemoryMultimodalDataModule):
 
     @property
     def feature_shapes(self) -> dict[str, tuple[int, int, int]]:
-        """Modality -> shape of one sample (known before :meth:`setup`)."""
+        """Modality -> shape of one sample (known before ``setup``)."""
         return {"audio": (1, self.n_mels, NUM_FRAMES), "visual": (1, self.image_size, self.image_size)}
 
     @property

@@ -24,7 +24,8 @@ class TensorMultimodalDataset(Dataset[dict[str, Tensor]]):
             or regression targets.
 
     Examples:
-        >>> dataset = TensorMultimodalDataset({"audio": torch.zeros(3, 2)}, torch.tensor([0, 1, 1]))
+        >>> labels = torch.tensor([0, 1, 1])
+        >>> dataset = TensorMultimodalDataset({"audio": torch.zeros(3, 2)}, labels)
         >>> len(dataset), sorted(dataset[1])
         (3, ['audio', 'label'])
     """
@@ -48,7 +49,7 @@ class TensorMultimodalDataset(Dataset[dict[str, Tensor]]):
 class SplitLoaders:
     """Train, validation, test and predict dataloaders over named splits, shared by every datamodule here.
 
-    A subclass provides ``batch_size``, ``num_workers`` and :meth:`split_dataset`. Shuffling (train only)
+    A subclass provides ``batch_size``, ``num_workers`` and ``split_dataset``. Shuffling (train only)
     follows the global seed (Trainer/CLI ``seed_everything``), not a private generator, so that the
     probes' restored random state also restores the data order.
     """
@@ -84,7 +85,7 @@ class SplitLoaders:
 
 
 class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
-    """Base of the datamodules whose data fits in memory; subclasses implement :meth:`load`.
+    """Base of the datamodules whose data fits in memory; subclasses implement ``load``.
 
     The samples are shuffled once with ``seed`` and cut into test, validation and train splits, so the
     same seed always gives the same splits, and model selection (validation) never sees the test set.
@@ -142,7 +143,7 @@ class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        """Number of classes (known before :meth:`setup`, so the CLI can link it into the model)."""
+        """Number of classes (known before ``setup``, so the CLI can link it into the model)."""
         raise NotImplementedError
 
     @property
@@ -172,7 +173,7 @@ class InMemoryMultimodalDataModule(SplitLoaders, pl.LightningDataModule):
         }
 
     def split_sizes(self) -> dict[str, int]:
-        """Samples per split (after :meth:`setup`)."""
+        """Samples per split (after ``setup``)."""
         return {name: len(split) for name, split in self.splits.items()}
 
     def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:

@@ -60,8 +60,10 @@ def label_from_video_name(name: str) -> int | None:
     """The label a CeFA video folder name implies (1 live for PAI 1, else 0 spoof), or None for other names.
 
     Examples:
-        >>> label_from_video_name("3_012_1_1_1"), label_from_video_name("1_031_1_2_4"), label_from_video_name("003000")
-        (1, 0, None)
+        >>> label_from_video_name("3_012_1_1_1"), label_from_video_name("1_031_1_2_4")
+        (1, 0)
+        >>> label_from_video_name("003000") is None
+        True
     """
     match = VIDEO_NAME.match(name)
     if match is None:
@@ -103,7 +105,7 @@ class CeFAFrameDataset(Dataset[dict[str, Tensor]]):
     """Samples ``{<modality>: float32 [3, H, W], "label": int64 []}``, one frame of one video each.
 
     The images of a sample are decoded with three channels (depth and IR grey levels repeated) and
-    transformed together by :func:`~pdmp_lightning.data.audiovisual.media.frame_transform`, so every
+    transformed together by ``frame_transform``, so every
     modality gets the same crop and flip and stays aligned with the others.
 
     Args:
@@ -240,9 +242,9 @@ class CeFADataModule(SplitLoaders, pl.LightningDataModule):
         self._modalities = [name for name in CEFA_MODALITIES if name in selected]
         #: Modality -> the folder of its images inside a video folder.
         self.folders = {name: str(folders[name]) for name in self._modalities}
-        #: List ("train", "test" and any "val") -> its lines (before the file check of :meth:`setup`).
+        #: List ("train", "test" and any "val") -> its lines (before the file check of ``setup``).
         self.entries: dict[str, list[CeFAEntry]] = {}
-        #: Split -> dataset of the frames whose images were found (filled by :meth:`setup`).
+        #: Split -> dataset of the frames whose images were found (filled by ``setup``).
         self.datasets: dict[str, CeFAFrameDataset] = {}
         self._index()
 
@@ -266,7 +268,7 @@ class CeFADataModule(SplitLoaders, pl.LightningDataModule):
     # --- indexing (cheap, in __init__) ----------------------------------------------------------
 
     def _index(self) -> None:
-        """Checks :attr:`root` and reads the protocol lists."""
+        """Checks ``root`` and reads the protocol lists."""
         missing = [str(path) for path in self.split_files.values() if not (self.root / path).is_file()]
         if not self.root.is_dir():
             raise self._root_error(f"{self.root} does not exist or is not a folder.")
@@ -405,7 +407,7 @@ class CeFADataModule(SplitLoaders, pl.LightningDataModule):
         return [s for s in samples if s.video not in val_videos], [s for s in samples if s.video in val_videos]
 
     def split_sizes(self) -> dict[str, int]:
-        """Usable frames per split built so far (after :meth:`setup`)."""
+        """Usable frames per split built so far (after ``setup``)."""
         return {split: len(dataset) for split, dataset in self.datasets.items()}
 
     def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:

@@ -73,7 +73,7 @@ class UCIMultipleFeaturesDataModule(InMemoryMultimodalDataModule):
         if not isinstance(standardize, bool):
             raise config_error("standardize", standardize, "True or False")
         self.standardize = standardize
-        #: View -> (mean, std) of the train split used to standardize it (filled by :meth:`setup`).
+        #: View -> (mean, std) of the train split used to standardize it (filled by ``setup``).
         self.train_statistics: dict[str, tuple[Tensor, Tensor]] = {}
 
     @property
@@ -88,7 +88,7 @@ class UCIMultipleFeaturesDataModule(InMemoryMultimodalDataModule):
 
     @property
     def feature_dims(self) -> dict[str, int]:
-        """View -> number of features, for the selected views (known before :meth:`setup`)."""
+        """View -> number of features, for the selected views (known before ``setup``)."""
         return {view: VIEW_DIMS[view] for view in self.views}
 
     def load(self) -> tuple[dict[str, Tensor], Tensor]:

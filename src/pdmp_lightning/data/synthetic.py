@@ -119,7 +119,9 @@ class SyntheticMultimodalDataModule(InMemoryMultimodalDataModule):
         >>> data.setup()
         >>> data.split_sizes()
         {'test': 15, 'val': 15, 'train': 70}
-        >>> regression = SyntheticMultimodalDataModule(num_samples=100, num_classes=1, task="regression")
+        >>> regression = SyntheticMultimodalDataModule(
+        ...     num_samples=100, num_classes=1, task="regression"
+        ... )
         >>> features, targets = regression.load()
         >>> regression.task, targets.shape, targets.dtype
         ('regression', torch.Size([100]), torch.float32)

@@ -47,14 +47,16 @@ def ucf101_class(clip_id: str) -> str | None:
 def flow_indices(available: int, length: int, sampling: FlowSampling, train: bool) -> list[int]:
     """Which ``length`` flow frames of ``available`` make one sample.
 
-    ``"segments"``: one frame per equal segment (:func:`~pdmp_lightning.data.audiovisual.media.segment_indices`:
+    ``"segments"``: one frame per equal segment (``segment_indices``:
     the centre in evaluation, a random frame in training; BalanceBenchmark's recipe). ``"consecutive"``:
     ``length`` consecutive frames (the two-stream stack of Simonyan and Zisserman) starting at the centre in
     evaluation and at a random frame in training. Short clips use every frame and repeat the last one.
 
     Examples:
-        >>> flow_indices(10, 3, "segments", train=False), flow_indices(10, 3, "consecutive", train=False)
-        ([1, 5, 8], [3, 4, 5])
+        >>> flow_indices(10, 3, "segments", train=False)
+        [1, 5, 8]
+        >>> flow_indices(10, 3, "consecutive", train=False)
+        [3, 4, 5]
     """
     if sampling == "segments":
         return segment_indices(available, length, train)
@@ -124,8 +126,8 @@ class UCF101ClipDataset(ClipDataset[VideoClip]):
 
     Args:
         clips: The clips, with their files already found.
-        num_frames: RGB frames ``T`` per sample (see :func:`~pdmp_lightning.data.audiovisual.media.segment_indices`).
-        flow_length: Flow frames ``L`` per sample (see :func:`flow_indices`).
+        num_frames: RGB frames ``T`` per sample (see ``segment_indices``).
+        flow_length: Flow frames ``L`` per sample (see ``flow_indices``).
         flow_sampling: ``"segments"`` or ``"consecutive"``.
         image_size: Height and width of both streams.
         train: Random frames, crop and flip (train) or fixed frames and a plain resize (evaluation).
@@ -189,7 +191,7 @@ class UCF101DataModule(ClipListDataModule[VideoClip]):
     ``L = flow_length`` flow frames likewise (``flow_sampling="segments"``) or consecutive
     (``"consecutive"``). Training draws a random frame inside each segment (or a random start), evaluation
     takes the centres. RGB: RandomResizedCrop(``image_size``) and flip in training, Resize in evaluation,
-    ImageNet normalisation; flow: see :class:`FlowTransform` (values in units of 20 pixels, the flip
+    ImageNet normalisation; flow: see ``FlowTransform`` (values in units of 20 pixels, the flip
     negates x).
 
     Labels come from ``classInd.txt``: ``num_classes`` is its number of lines (101). A class folder is

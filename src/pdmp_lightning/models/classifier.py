@@ -1,7 +1,7 @@
 """A reference multimodal model: one encoder per modality, a fusion, optional unimodal heads.
 
 It classifies (``task="multiclass"``, the default), tags (``"multilabel"``) or regresses
-(``"regression"``); see :mod:`pdmp_lightning.tasks` for what each task changes.
+(``"regression"``); see ``pdmp_lightning.tasks`` for what each task changes.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class MultimodalClassifier(pl.LightningModule):
     """Encoders per modality, a fusion, class logits; accuracy and macro-F1 for validation and test.
 
     Batches are dicts ``{<modality>: Tensor, "label": Tensor}``. ``task`` sets the loss, the metrics
-    (logged with the prefixes ``val_`` and ``test_``) and what :meth:`predict_step` returns:
+    (logged with the prefixes ``val_`` and ``test_``) and what ``predict_step`` returns:
 
     - ``"multiclass"`` (default): ``num_classes`` >= 2 logits, cross-entropy; ``accuracy`` and
       ``macro_f1``; softmax probabilities.
@@ -68,12 +68,14 @@ class MultimodalClassifier(pl.LightningModule):
 
     Examples:
         >>> from pdmp_lightning.models import MLPEncoder
-        >>> encoders = {"audio": MLPEncoder(8, out_features=4), "visual": MLPEncoder(6, out_features=4)}
+        >>> encoders = {"audio": MLPEncoder(8, out_features=4),
+        ...             "visual": MLPEncoder(6, out_features=4)}
         >>> model = MultimodalClassifier(encoders, num_classes=3)
-        >>> model({"audio": torch.randn(2, 8), "visual": torch.randn(2, 6)}).shape
+        >>> batch = {"audio": torch.randn(2, 8), "visual": torch.randn(2, 6)}
+        >>> model(batch).shape
         torch.Size([2, 3])
         >>> regressor = MultimodalClassifier(encoders, num_classes=1, task="regression")
-        >>> regressor.predict_step({"audio": torch.randn(2, 8), "visual": torch.randn(2, 6)}, 0).shape
+        >>> regressor.predict_step(batch, 0).shape
         torch.Size([2])
     """
 

@@ -4,17 +4,17 @@ Every encoder exposes an integer ``out_features`` (the width of its output), so 
 sized from it, and takes only simple typed arguments, so it can be chosen from a YAML config with
 ``class_path: pdmp_lightning.models.encoders.<Name>`` and ``init_args``.
 
-* :class:`MLPEncoder`: feature vectors, such as the views of the UCI multi-feature data sets.
-* :class:`ConvEncoder`: a small CNN for small images (8x8 digits up to 64x64 crops).
-* :class:`ResNet18Encoder`: ResNet-18 trained from scratch (no pretrained weights), for video frames
+* ``MLPEncoder``: feature vectors, such as the views of the UCI multi-feature data sets.
+* ``ConvEncoder``: a small CNN for small images (8x8 digits up to 64x64 crops).
+* ``ResNet18Encoder``: ResNet-18 trained from scratch (no pretrained weights), for video frames
   (frames folded into the batch and pooled over time) and 1-channel spectrograms, following the
   ResNet-18 recipe of the PDMP paper and OGM-GE. Needs ``pip install "pdmp-lightning[vision]"``.
-* :class:`WaveformEncoder`: raw audio; a log-mel front end (torchaudio transforms only, no file
+* ``WaveformEncoder``: raw audio; a log-mel front end (torchaudio transforms only, no file
   decoding) followed by a ResNet-18 or small CNN backbone. Needs ``pip install "pdmp-lightning[audio]"``.
 
-Transformer encoders with the same contract are in :mod:`pdmp_lightning.models.transformers`
-(:class:`~pdmp_lightning.models.VisionTransformerEncoder`,
-:class:`~pdmp_lightning.models.SpectrogramTransformerEncoder`).
+Transformer encoders with the same contract are in ``pdmp_lightning.models.transformers``
+(``VisionTransformerEncoder``,
+``SpectrogramTransformerEncoder``).
 
 Examples:
     >>> import torch
@@ -141,7 +141,8 @@ class ConvEncoder(nn.Module):
 
     Examples:
         >>> import torch
-        >>> ConvEncoder(in_channels=1, channels=[8, 16], out_features=32)(torch.randn(2, 1, 16, 16)).shape
+        >>> encoder = ConvEncoder(in_channels=1, channels=[8, 16], out_features=32)
+        >>> encoder(torch.randn(2, 1, 16, 16)).shape
         torch.Size([2, 32])
     """
 
@@ -252,15 +253,15 @@ class WaveformEncoder(nn.Module):
 
     Waveforms ``[batch, samples]`` or ``[batch, 1, samples]`` go through
     ``torchaudio.transforms.MelSpectrogram`` and ``AmplitudeToDB`` (per example, ``top_db=80``)
-    to ``[batch, 1, n_mels, frames]``, then through :class:`ResNet18Encoder` (``in_channels=1``)
-    or :class:`ConvEncoder`. Only torchaudio's transforms are used; decode files elsewhere.
+    to ``[batch, 1, n_mels, frames]``, then through ``ResNet18Encoder`` (``in_channels=1``)
+    or ``ConvEncoder``. Only torchaudio's transforms are used; decode files elsewhere.
 
     Args:
         sample_rate: Sampling rate of the waveforms, in Hz.
         n_mels: Number of mel bands.
         n_fft: FFT size of the short-time Fourier transform.
         hop_length: Hop between STFT frames, in samples.
-        backbone: ``"resnet18"`` (512 output features) or ``"conv"`` (a small :class:`ConvEncoder`).
+        backbone: ``"resnet18"`` (512 output features) or ``"conv"`` (a small ``ConvEncoder``).
         out_features: Output width of the ``"conv"`` backbone (128 when omitted); must be omitted or
             512 with ``"resnet18"``.
 

@@ -33,7 +33,8 @@ class Fusion(nn.Module):
         num_classes: Number of classes.
 
     Examples:
-        >>> isinstance(build_fusion("sum", {"audio": 4, "visual": 6}, num_classes=3), Fusion)
+        >>> fusion = build_fusion("sum", {"audio": 4, "visual": 6}, num_classes=3)
+        >>> isinstance(fusion, Fusion)
         True
     """
 
@@ -54,7 +55,8 @@ class ConcatFusion(Fusion):
         >>> features = {"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}
         >>> fusion(features).shape
         torch.Size([2, 3])
-        >>> torch.allclose(sum(fusion.split_logits(features).values()), fusion(features), atol=1e-6)
+        >>> shares = fusion.split_logits(features)
+        >>> torch.allclose(sum(shares.values()), fusion(features), atol=1e-6)
         True
     """
 
@@ -82,7 +84,8 @@ class SumFusion(Fusion):
 
     Examples:
         >>> fusion = SumFusion({"audio": 4, "visual": 6}, num_classes=3)
-        >>> sorted(fusion.split_logits({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}))
+        >>> features = {"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}
+        >>> sorted(fusion.split_logits(features))
         ['audio', 'visual']
     """
 
@@ -122,7 +125,8 @@ class FiLMFusion(_ConditionedFusion):
     """``head(gamma(z_c) * h + beta(z_c))`` with ``h`` the projected sum of the other modalities.
 
     Examples:
-        >>> fusion = FiLMFusion({"audio": 4, "visual": 6}, num_classes=3, hidden=8, condition="visual")
+        >>> widths = {"audio": 4, "visual": 6}
+        >>> fusion = FiLMFusion(widths, num_classes=3, hidden=8, condition="visual")
         >>> fusion({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}).shape
         torch.Size([2, 3])
     """
@@ -143,7 +147,8 @@ class GatedFusion(_ConditionedFusion):
 
     Examples:
         >>> fusion = GatedFusion({"audio": 4, "visual": 6}, num_classes=3, hidden=8)
-        >>> fusion.condition, fusion({"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}).shape
+        >>> features = {"audio": torch.randn(2, 4), "visual": torch.randn(2, 6)}
+        >>> fusion.condition, fusion(features).shape
         ('audio', torch.Size([2, 3]))
     """
 

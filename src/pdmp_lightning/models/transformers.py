@@ -7,9 +7,9 @@ They keep the contract of the other encoders: an integer ``out_features`` (the c
 and ``[batch, out_features]`` outputs, so fusions, probes and ``PDMPCallback`` use them unchanged.
 Needs ``pip install "pdmp-lightning[vision]"``.
 
-* :class:`VisionTransformerEncoder`: images ``[B, C, H, W]`` and videos ``[B, C, T, H, W]`` (frames folded
-  into the batch, encoded one by one and pooled over time, as :class:`~pdmp_lightning.models.ResNet18Encoder`).
-* :class:`SpectrogramTransformerEncoder`: spectrograms ``[B, 1, F, T]`` (or ``[B, F, T]``), cut into
+* ``VisionTransformerEncoder``: images ``[B, C, H, W]`` and videos ``[B, C, T, H, W]`` (frames folded
+  into the batch, encoded one by one and pooled over time, as ``ResNet18Encoder``).
+* ``SpectrogramTransformerEncoder``: spectrograms ``[B, 1, F, T]`` (or ``[B, F, T]``), cut into
   patches that may overlap (the audio spectrogram transformer's stride), as AST does.
 """
 
@@ -112,8 +112,11 @@ class VisionTransformerEncoder(nn.Module):
 
     Examples:
         >>> import torch
-        >>> encoder = VisionTransformerEncoder(image_size=32, patch_size=8, depth=2, width=64, heads=4)
-        >>> encoder(torch.randn(2, 3, 4, 32, 32)).shape  # [batch, channels, time, height, width]
+        >>> encoder = VisionTransformerEncoder(
+        ...     image_size=32, patch_size=8, depth=2, width=64, heads=4
+        ... )
+        >>> # [batch, channels, time, height, width]
+        >>> encoder(torch.randn(2, 3, 4, 32, 32)).shape
         torch.Size([2, 64])
     """
 
@@ -178,7 +181,9 @@ class SpectrogramTransformerEncoder(nn.Module):
 
     Examples:
         >>> import torch
-        >>> encoder = SpectrogramTransformerEncoder((40, 30), patch_size=8, stride=6, depth=2, width=32, heads=2)
+        >>> encoder = SpectrogramTransformerEncoder(
+        ...     (40, 30), patch_size=8, stride=6, depth=2, width=32, heads=2
+        ... )
         >>> encoder(torch.randn(2, 1, 40, 30)).shape
         torch.Size([2, 32])
     """

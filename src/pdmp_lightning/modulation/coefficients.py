@@ -44,7 +44,8 @@ def priority_coefficients(
     Examples:
         >>> priority_coefficients(["visual", "audio"], gamma_p=10.0, gamma_r=0.5)
         {'visual': 10.0, 'audio': 0.5}
-        >>> priority_coefficients(["visual", "audio"], gamma_p=3.0, gamma_r=1.0, formula="normalized")
+        >>> ranking = ["visual", "audio"]
+        >>> priority_coefficients(ranking, gamma_p=3.0, gamma_r=1.0, formula="normalized")
         {'visual': 1.5, 'audio': 0.5}
     """
     if formula not in COEFFICIENT_FORMULAS:

@@ -12,7 +12,7 @@
   learning-rate multiplier. Needed for optimizers whose update ignores the gradient's scale (Adam
   family): there a gradient multiplier cancels out. For optimizers whose step is proportional to
   the learning rate (every ``torch.optim`` one but ASGD, Rprop, LBFGS and Adafactor, and those given
-  to :func:`register_learning_rate_linear`), each parameter group is split by modality for the
+  to ``register_learning_rate_linear``), each parameter group is split by modality for the
   duration of ``optimizer.step`` only, with its learning rate multiplied: O(parameter groups) work,
   no copy, and schedulers and checkpoints only ever see the user's groups and rates. For any other
   optimizer the modulated parameters are copied before the step and moved ``p_old + k * (p_new -
@@ -352,7 +352,7 @@ class UpdateModulator(Modulator):
 
     A per-modality learning-rate multiplier, weight decay included, applied with this step's
     coefficients. How, per optimizer: learning rates of split groups during ``step`` when the
-    optimizer is learning-rate linear (:func:`is_learning_rate_linear`), a parameter copy otherwise.
+    optimizer is learning-rate linear (``is_learning_rate_linear``), a parameter copy otherwise.
     """
 
     name = "update"

@@ -8,7 +8,7 @@ Usage::
     python -m pdmp_lightning.prepare ucf101 --raw UCF101_download --out data/ucf101 [--fps F] [--flow tvl1]
 
 External programs: **ffmpeg** only (Debian/Ubuntu package ``ffmpeg``: ``apt-get install ffmpeg``), run
-through :mod:`subprocess` with explicit argument lists (never a shell) to cut frames and to decode audio.
+through ``subprocess`` with explicit argument lists (never a shell) to cut frames and to decode audio.
 ``--ffmpeg PATH`` points at another binary. Python packages: numpy, torch, tqdm, soundfile (reads the
 decoded wav; ``torchaudio.load`` is not used because it needs torchcodec and FFmpeg's shared libraries),
 soxr (resamples CREMA-D and AVE audio as ``librosa.load`` does) and, for Kinetics-Sounds, torchaudio
@@ -25,10 +25,10 @@ Layouts written under ``--out`` (those of the public preprocessing scripts, see 
   is decoded by ffmpeg to a 22,050 Hz mono 16-bit wav), ``train.csv`` and ``test.csv`` (rows ``clip,EMO``, no header).
 * ``ave``: ``Image-01-FPS-SE/<id>/00001.jpg ...`` (1 fps inside the event segment
   ``[StartTime, EndTime]``), ``Audio-1004-SE/<id>.npy`` (float32 log spectrogram 257 x 1004, see
-  :func:`ave_event_spectrogram`; ``.npy`` instead of the upstream pickle, so loading runs no code),
+  ``ave_event_spectrogram``; ``.npy`` instead of the upstream pickle, so loading runs no code),
   ``trainSet.txt``, ``valSet.txt``, ``testSet.txt`` (and ``Annotations.txt`` when present), copied.
 * ``kinetics_sounds``: ``visual/<name>/frame_00001.jpg ...`` (1 fps, at most 10 frames), ``audio/<name>.npy``
-  (kaldi fbank 1024 x 128, see :func:`kinetics_fbank`), ``my_train.txt`` and ``my_test.txt``, copied.
+  (kaldi fbank 1024 x 128, see ``kinetics_fbank``), ``my_train.txt`` and ``my_test.txt``, copied.
 * ``ucf101``: ``frames/<clip>/00001.jpg ...`` (every frame, or ``--fps``), ``flow/<clip>/flow_x_00001.jpg``
   and ``flow_y_00001.jpg ...`` (optical flow from each frame to the next, one fewer than the frames;
   grayscale JPEGs of the flow clipped to [-20, 20] pixels and mapped onto 0..255, 128 = still),

@@ -83,7 +83,7 @@ def ave_log_spectrogram(waveform: np.ndarray, sample_rate: int = AVE_AUDIO_RATE)
     """The AVE audio feature: a per-clip z-scored log power spectrogram, 257 x 1004 at 16 kHz.
 
     The recipe of the public AVE preprocessing (PMR's ``extractWav_SE``: ``scipy.signal.spectrogram``
-    with its defaults), computed with :func:`torch.stft` in float64: the waveform is repeated until it
+    with its defaults), computed with ``torch.stft`` in float64: the waveform is repeated until it
     fills 10 s and cut there (the official ``np.tile`` by 10, then by 10 again, is the same for any
     segment of at least 0.1 s; a shorter one would give it fewer frames), clipped to [-1, 1]; segments
     of 512 samples every 159 (``noverlap`` 353), each minus its mean (``detrend="constant"``), a periodic
@@ -141,8 +141,8 @@ def ave_event_spectrogram(
     """The AVE feature of one event segment, as PMR's ``extractWav_SE`` computes it from a whole video's audio.
 
     The official steps: ``librosa.load(wav, sr=16000)`` (channels averaged, soxr "HQ", librosa's length:
-    :class:`~pdmp_lightning.data.audiovisual.media.Resampler`), then ``samples[16000 * start:16000 * end]``
-    with the annotation's whole seconds, then :func:`ave_log_spectrogram`. Times with a fraction (not in
+    ``Resampler``), then ``samples[16000 * start:16000 * end]``
+    with the annotation's whole seconds, then ``ave_log_spectrogram``. Times with a fraction (not in
     AVE's annotations, which the official code reads with ``int()``) are rounded to the nearest sample.
 
     Args:

@@ -1,4 +1,4 @@
-"""Entry points: :func:`prepare` (one dataset) and the command line ``python -m pdmp_lightning.prepare``."""
+"""Entry points: ``prepare`` (one dataset) and the command line ``python -m pdmp_lightning.prepare``."""
 
 from __future__ import annotations
 

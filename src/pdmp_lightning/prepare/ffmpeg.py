@@ -1,4 +1,4 @@
-"""The ffmpeg program, run through :mod:`subprocess` with explicit argument lists (never a shell)."""
+"""The ffmpeg program, run through ``subprocess`` with explicit argument lists (never a shell)."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ class FFmpeg:
 
 
 def find_ffmpeg(program: str = "ffmpeg") -> FFmpeg:
-    """Resolves the ffmpeg binary with :func:`shutil.which`.
+    """Resolves the ffmpeg binary with ``shutil.which``.
 
     Args:
         program: A program name on ``PATH`` or a path to an executable.

@@ -204,7 +204,7 @@ class ProbeOutcome:
     def slow_starter(self, modality: str) -> bool:
         """Whether ``modality`` is learned clearly slower than the fastest other one.
 
-        True when its probe's :meth:`first_pass_progress` is more than ``SLOW_START_MARGIN`` below the
+        True when its probe's ``first_pass_progress`` is more than ``SLOW_START_MARGIN`` below the
         fastest other probe's: joint training then fits the others first, the under-optimization PDMP
         corrects. A dominant modality learned as fast as the others leads joint training already.
         """

@@ -2,7 +2,7 @@
 
 All probes share the passes over the train batches. Every ``val_check_interval`` probe epochs,
 each probe still training is scored on the validation data and the stopping rule of
-:mod:`pdmp_lightning.probing.stopping` decides which ones stop. Nothing depends on the main
+``pdmp_lightning.probing.stopping`` decides which ones stop. Nothing depends on the main
 training's length. The loop follows the Trainer's precision (input conversion, autocast, a gradient
 scaler under ``16-mixed``) and reads values back to the host once per validation pass.
 """
@@ -82,7 +82,7 @@ class ProbeRunner:
         """Trains and scores the probes; leaves ``pl_module`` untouched.
 
         ``templates`` (submodule path -> its unsharded copy from before ``configure_model``) rebuild
-        encoders that a sharded strategy has sharded; see :func:`~pdmp_lightning.probing.probe.copy_encoder`.
+        encoders that a sharded strategy has sharded; see ``copy_encoder``.
 
         Raises:
             PDMPConfigurationError: Missing batch keys, labels out of range, empty loaders, an

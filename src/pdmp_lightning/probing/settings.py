@@ -31,7 +31,7 @@ class ProbeSettings:
             (``accuracy``; ``average_precision`` for multilabel; ``r2`` for regression), a name
             (multiclass: ``accuracy``, ``macro_f1``; multilabel: ``average_precision``, ``macro_f1``;
             regression: ``r2``, ``neg_mse``), or any torchmetrics ``Metric`` instance (its
-            ``higher_is_better`` gives the direction). See :mod:`pdmp_lightning.probing.task`.
+            ``higher_is_better`` gives the direction). See ``pdmp_lightning.probing.task``.
         max_epochs: Hard cap, in passes over the probe train data, on every probe. A probe stopped
             here while still climbing towards the leader raises a ``ProbeRankingWarning``.
         val_check_interval: Probe epochs between two validation passes (the probes' curves have one
@@ -58,7 +58,7 @@ class ProbeSettings:
         >>> ProbeSettings(max_epochs=0)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        pdmp_lightning.errors.PDMPConfigurationError: `probes.max_epochs`: got 0; expected a finite number > 0 ...
+        pdmp_lightning.errors.PDMPConfigurationError: `probes.max_epochs`: got 0; ...
     """
 
     task: ProbeTaskName = "auto"

@@ -44,7 +44,8 @@ def stop_reasons(
         >>> from pdmp_lightning.probing.outcome import ProbeCurve
         >>> fast = ProbeCurve("audio", epochs=[1, 2, 3, 4], scores=[0.6, 0.61, 0.6, 0.6])
         >>> slow = ProbeCurve("visual", epochs=[1, 2, 3, 4], scores=[0.3, 0.4, 0.5, 0.7])
-        >>> stop_reasons({"audio": fast, "visual": slow}, ["audio", "visual"], ProbeSettings(), 1 / 4, 400)
+        >>> curves = {"audio": fast, "visual": slow}
+        >>> stop_reasons(curves, ["audio", "visual"], ProbeSettings(), 1 / 4, 400)
         {'audio': 'plateau', 'visual': 'settled'}
     """
     active = sorted(active)

@@ -52,10 +52,14 @@ def infer_task(targets: Tensor, requested: str = "auto") -> TaskKind:
     """The task ``targets`` (one batch) imply, checked against ``requested`` when it is not ``"auto"``.
 
     Examples:
-        >>> infer_task(torch.tensor([0, 2, 1])), infer_task(torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
-        ('multiclass', 'multilabel')
-        >>> infer_task(torch.tensor([0.3, -1.2])), infer_task(torch.tensor([[0.0, 1.0]]), "regression")
-        ('regression', 'regression')
+        >>> infer_task(torch.tensor([0, 2, 1]))
+        'multiclass'
+        >>> infer_task(torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
+        'multilabel'
+        >>> infer_task(torch.tensor([0.3, -1.2]))
+        'regression'
+        >>> infer_task(torch.tensor([[0.0, 1.0]]), "regression")
+        'regression'
     """
     integer = not (targets.dtype.is_floating_point or targets.dtype == torch.bool)
     binary = bool(((targets == 0) | (targets == 1)).all()) if targets.numel() else False
@@ -168,7 +172,7 @@ class ProbeTask:
         return raw.reshape(raw.shape[0], -1).float()
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """The probe's training loss: the task's (:func:`pdmp_lightning.tasks.task_loss`)."""
+        """The probe's training loss: the task's (``pdmp_lightning.tasks.task_loss``)."""
         return task_loss(self.kind, outputs, targets)
 
     def update(self, metric: Metric, outputs: Tensor, targets: Tensor) -> None:

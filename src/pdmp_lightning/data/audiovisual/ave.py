@@ -55,7 +55,7 @@ class AVEDataModule(AudioVisualDataModule):
         test_split: The test list.
         annotations: The list of all videos, read (when present) for the class names.
         frame_selection: Which frames of a clip: ``"first"`` (official), ``"segment_starts"`` or
-            ``"centres"`` (see :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
+            ``"centres"`` (see ``frame_indices``).
 
     Examples:
         >>> try:

@@ -1,7 +1,7 @@
 """What the file-based datamodules share: checked arguments, split handling, file checks, loaders.
 
-:class:`ClipListDataModule` holds what does not depend on the modalities (split lists, the file check and
-its warning, the carved validation split); :class:`AudioVisualDataModule` adds the audio and the frames
+``ClipListDataModule`` holds what does not depend on the modalities (split lists, the file check and
+its warning, the carved validation split); ``AudioVisualDataModule`` adds the audio and the frames
 of CREMA-D, AVE and Kinetics-Sounds, and ``UCF101DataModule`` the RGB frames and optical flow of UCF-101.
 """
 
@@ -52,8 +52,10 @@ def splits_to_build(stage: str | None, carved: bool, built: Collection[str]) -> 
     are built together, since the one is cut out of the other.
 
     Examples:
-        >>> splits_to_build("validate", carved=True, built=[]), splits_to_build("test", carved=True, built=["test"])
-        (['train', 'val'], [])
+        >>> splits_to_build("validate", carved=True, built=[])
+        ['train', 'val']
+        >>> splits_to_build("test", carved=True, built=["test"])
+        []
     """
     wanted = set(STAGE_SPLITS.get(stage, ALL_SPLITS) if stage else ALL_SPLITS)
     if carved and wanted & {"train", "val"}:
@@ -115,7 +117,7 @@ class AudioVisualClipDataset(ClipDataset[Clip]):
         image_size: Height and width of the frames.
         train: Random crop and flip (train) or a plain resize (evaluation).
         frame_selection: Which ``T`` frames of a clip (see
-            :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
+            ``frame_indices``).
     """
 
     def __init__(
@@ -148,15 +150,15 @@ class AudioVisualClipDataset(ClipDataset[Clip]):
 class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
     """Base of the datamodules that read preprocessed clip datasets from disk, whatever their modalities.
 
-    A subclass reads its split files in ``__init__`` (through :meth:`_index`), so :attr:`num_classes`
-    and :attr:`modalities` are known before :meth:`setup`; :meth:`setup` then looks for every listed
-    clip's files (:meth:`_find_files`). Clips with a missing file are skipped with a warning that gives
+    A subclass reads its split files in ``__init__`` (through ``_index``), so ``num_classes``
+    and ``modalities`` are known before ``setup``; ``setup`` then looks for every listed
+    clip's files (``_find_files``). Clips with a missing file are skipped with a warning that gives
     their count and up to five paths; a split left with no clip at all raises
-    :class:`~pdmp_lightning.errors.PDMPConfigurationError`.
+    ``PDMPConfigurationError``.
 
     When the dataset has no validation list, ``val_fraction`` of the usable train clips (those whose
     files were found, in list order) is carved out as the validation split, stratified by class and
-    seeded by ``seed`` (see :func:`~pdmp_lightning.data.audiovisual.splits.stratified_validation_split`):
+    seeded by ``seed`` (see ``stratified_validation_split``):
     the same files, fraction and seed give the same split. The test split is the dataset's own test
     list. Validation and test samples get the evaluation transforms.
 
@@ -203,9 +205,9 @@ class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
         self.seed = seed
         #: Class names; index ``i`` is label ``i``.
         self.class_names: list[str] = []
-        #: List ("train", "test" and any "val" list) -> the clips it names (before the file check of :meth:`setup`).
+        #: List ("train", "test" and any "val" list) -> the clips it names (before the file check of ``setup``).
         self.entries: dict[str, list[ClipEntry]] = {}
-        #: Split -> dataset of the clips whose files were found (filled by :meth:`setup`).
+        #: Split -> dataset of the clips whose files were found (filled by ``setup``).
         self.datasets: dict[str, ClipDataset[ClipT]] = {}
 
     # --- what a subclass provides ---------------------------------------------------------------
@@ -218,7 +220,7 @@ class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
         raise NotImplementedError
 
     def _split_files(self) -> list[PurePath]:
-        """The split files that must exist below :attr:`root`."""
+        """The split files that must exist below ``root``."""
         raise NotImplementedError
 
     def _read_lists(self) -> tuple[dict[str, list[ClipEntry]], list[str]]:
@@ -248,7 +250,7 @@ class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
     # --- indexing (cheap, in __init__) ----------------------------------------------------------
 
     def _index(self) -> None:
-        """Checks :attr:`root` and reads the split files (and so the class names)."""
+        """Checks ``root`` and reads the split files (and so the class names)."""
         missing = [str(path) for path in self._split_files() if not (self.root / path).is_file()]
         if not self.root.is_dir() or missing:
             problem = (
@@ -332,7 +334,7 @@ class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
         return [clips[i] for i in train], [clips[i] for i in val]
 
     def split_sizes(self) -> dict[str, int]:
-        """Usable clips per split built so far (after :meth:`setup`)."""
+        """Usable clips per split built so far (after ``setup``)."""
         return {split: len(dataset) for split, dataset in self.datasets.items()}
 
     def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
@@ -349,7 +351,7 @@ def frames_problem(folder: Path, what: str = "*.jpg frames") -> str:
 class AudioVisualDataModule(ClipListDataModule[Clip]):
     """Base of the datamodules that read preprocessed audio-visual datasets from disk.
 
-    See :class:`ClipListDataModule` for the split handling. :meth:`setup` looks for every listed clip's
+    See ``ClipListDataModule`` for the split handling. ``setup`` looks for every listed clip's
     frames and audio: clips whose frame folder is absent or holds no ``*.jpg``, or whose audio file is
     absent, are skipped with a warning.
 

@@ -31,9 +31,9 @@ class CREMADDataModule(AudioVisualDataModule):
     Batches are ``{"audio": float32 [B, 1, 257, 188], "visual": float32 [B, 3, T, H, W], "label": int64 [B]}``.
     From wav, the audio is OGM-GE's recipe computed on the fly: the file read as ``librosa.load(sr=22050)``
     reads it (channels averaged; another rate resampled with soxr "HQ", librosa's own resampler, to
-    librosa's length, see :class:`~pdmp_lightning.data.audiovisual.media.Resampler`), tiled to 3 s,
+    librosa's length, see ``Resampler``), tiled to 3 s,
     clipped to [-1, 1], STFT with n_fft 512 and hop 353, ``log(|S| + 1e-7)``, plus a channel dimension
-    (:func:`~pdmp_lightning.data.audiovisual.media.log_spectrogram`). CREMA-D's wavs are 16 kHz: ``python -m
+    (``log_spectrogram``). CREMA-D's wavs are 16 kHz: ``python -m
     pdmp_lightning.prepare cremad`` writes them at 22,050 Hz once, so that training does not resample.
     Precomputed ``.npy`` arrays (``allow_pickle=False``) and ``.pt`` tensors (``weights_only=True``) are
     returned as stored, with a channel dimension added to 2-D arrays (they must share one shape to be
@@ -61,7 +61,7 @@ class CREMADDataModule(AudioVisualDataModule):
         train_split: The train list.
         test_split: The test list.
         frame_selection: Which frames of a clip: ``"first"`` (official), ``"segment_starts"`` or
-            ``"centres"`` (see :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
+            ``"centres"`` (see ``frame_indices``).
 
     Examples:
         >>> try:

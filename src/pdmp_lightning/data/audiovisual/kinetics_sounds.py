@@ -48,7 +48,7 @@ class KineticsSoundsDataModule(AudioVisualDataModule):
         test_split: The test list.
         delimiter: Field separator of the lists (None: ``","`` on lines that hold one, else whitespace).
         frame_selection: Which frames of a clip: ``"segment_starts"`` (official), ``"first"`` or
-            ``"centres"`` (see :func:`~pdmp_lightning.data.audiovisual.media.frame_indices`).
+            ``"centres"`` (see ``frame_indices``).
 
     Examples:
         >>> try:

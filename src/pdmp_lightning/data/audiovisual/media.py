@@ -38,7 +38,7 @@ CREMAD_N_FFT = 512
 CREMAD_HOP_LENGTH = 353
 LOG_EPSILON = 1e-7
 
-#: Audio file suffixes :func:`load_audio` reads.
+#: Audio file suffixes ``load_audio`` reads.
 AUDIO_SUFFIXES = (".wav", ".npy", ".pt", ".pkl")
 
 #: The resampler of ``librosa.load`` (librosa >= 0.10): soxr at its "HQ" quality.
@@ -46,13 +46,13 @@ RESAMPLE_QUALITY = "soxr_hq"
 
 FrameTransform = Callable[[Tensor], Tensor]
 
-#: How a clip's ``T`` frames are chosen out of its ``N`` frames (in natural order), see :func:`frame_indices`:
+#: How a clip's ``T`` frames are chosen out of its ``N`` frames (in natural order), see ``frame_indices``:
 #:
 #: - ``"first"``: the first ``T`` (OGM-GE's CREMA-D loader and PMR's AVE loader, which take the first
 #:   ``T`` names of ``os.listdir``; sorted here, so the choice does not depend on the file system);
 #: - ``"segment_starts"``: ``floor(N / T) * i`` for ``i < T`` (OGM-GE's Kinetics-Sounds / AVE ``AVDataset``);
 #: - ``"centres"``: the centre of each of ``T`` equal segments (the library's rule before 0.2: it covers the
-#:   whole clip, see :func:`select_frame_indices`).
+#:   whole clip, see ``select_frame_indices``).
 FrameSelection = Literal["first", "segment_starts", "centres"]
 FRAME_SELECTIONS: tuple[str, ...] = ("first", "segment_starts", "centres")
 
@@ -108,7 +108,7 @@ def frame_indices(available: int, num_frames: int, selection: FrameSelection = "
     - ``"segment_starts"``: ``floor(N / T) * i``, the first frame of each of ``T`` segments of
       ``floor(N / T)`` frames, as OGM-GE's ``AVDataset`` (``frame_0000{seg * i + 1}.jpg``). With fewer
       frames than asked (``floor(N / T) = 0``) that is the first frame ``T`` times, as there.
-    - ``"centres"``: :func:`select_frame_indices`, the centre of each of ``T`` equal segments.
+    - ``"centres"``: ``select_frame_indices``, the centre of each of ``T`` equal segments.
 
     Examples:
         >>> [frame_indices(9, 3, rule) for rule in ("first", "segment_starts", "centres")]
@@ -152,7 +152,7 @@ def frame_transform(image_size: int, train: bool) -> FrameTransform:
 def segment_indices(available: int, num_frames: int, train: bool) -> list[int]:
     """Indices of ``num_frames`` frames out of ``available``, one per equal segment (TSN-style sampling).
 
-    Evaluation takes each segment's centre (:func:`select_frame_indices`); training draws one frame
+    Evaluation takes each segment's centre (``select_frame_indices``); training draws one frame
     uniformly inside each segment with the global torch generator (seeded by ``seed_everything``), as
     the two-stream recipes of BalanceBenchmark and TSN do. With fewer frames than asked, both use every
     frame once and repeat the last one.
@@ -202,7 +202,7 @@ def load_frames(
         paths: All frames of the clip, in order.
         num_frames: How many to return.
         transform: Applied to the ``uint8 [T, 3, H, W]`` stack.
-        selection: Which frames (see :func:`frame_indices`).
+        selection: Which frames (see ``frame_indices``).
     """
     stack: Tensor = transform(decode_frames(paths, frame_indices(len(paths), num_frames, selection)))
     return stack.permute(1, 0, 2, 3).contiguous()
@@ -291,7 +291,7 @@ class Resampler:
             raise config_error("quality", self.quality, "a soxr quality name", hint="librosa's default is 'soxr_hq'")
 
     def __call__(self, samples: np.ndarray, rate: int) -> np.ndarray:
-        """``samples`` (``[n]``, at ``rate`` Hz) at :attr:`sample_rate`, same dtype, ``ceil(n * sr / rate)`` long."""
+        """``samples`` (``[n]``, at ``rate`` Hz) at ``sample_rate``, same dtype, ``ceil(n * sr / rate)`` long."""
         if rate == self.sample_rate:
             return samples
         check_int("rate", rate, 1)
@@ -323,7 +323,7 @@ def read_wav(path: Path, sample_rate: int = CREMAD_SAMPLE_RATE, resampler: Resam
     """A wav file as ``librosa.load(path, sr=sample_rate)`` returns it, as a ``float32`` tensor.
 
     Channels are averaged, and a file at another rate is resampled by ``resampler`` (a
-    :class:`Resampler` to ``sample_rate`` when None). A file already at ``sample_rate`` (as ``python -m
+    ``Resampler`` to ``sample_rate`` when None). A file already at ``sample_rate`` (as ``python -m
     pdmp_lightning.prepare cremad`` writes them) is not resampled at all.
     """
     resampler = resampler if resampler is not None else Resampler(sample_rate)
@@ -336,8 +336,8 @@ def read_wav(path: Path, sample_rate: int = CREMAD_SAMPLE_RATE, resampler: Resam
 def load_audio(path: Path, resampler: Resampler | None = None) -> Tensor:
     """One clip's audio features as ``float32``, with a channel dimension added to 2-D arrays.
 
-    - ``.wav``: the CREMA-D recipe, :func:`read_wav` (at 22,050 Hz, with ``resampler`` if given) then
-      :func:`log_spectrogram` -> ``[1, 257, 188]``;
+    - ``.wav``: the CREMA-D recipe, ``read_wav`` (at 22,050 Hz, with ``resampler`` if given) then
+      ``log_spectrogram`` -> ``[1, 257, 188]``;
     - ``.npy``: ``numpy.load(allow_pickle=False)``;
     - ``.pt``: ``torch.load(weights_only=True)`` (a tensor or an array);
     - ``.pkl``: ``pickle.load``. Unpickling runs code from the file: the datamodules only read pickles from

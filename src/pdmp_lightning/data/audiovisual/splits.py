@@ -74,8 +74,10 @@ def stratified_validation_split(labels: Sequence[int], fraction: float, seed: in
         The train positions and the validation positions, each sorted.
 
     Examples:
-        >>> stratified_validation_split([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], 0.2, seed=0)[1].__len__()
-        2
+        >>> labels = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+        >>> train, val = stratified_validation_split(labels, 0.2, seed=0)
+        >>> len(train), len(val)
+        (8, 2)
     """
     total = len(labels)
     if total < 2:
