@@ -278,8 +278,9 @@ class Resampler:
 
     Examples:
         >>> resampler = Resampler(22050)
-        >>> resampler(np.zeros(16000, dtype=np.float32), 16000).shape  # ceil(16000 * 22050 / 16000)
-        (22050,)
+        >>> # ceil(16001 * 22050 / 16000) samples, as librosa.load gives
+        >>> resampler(np.zeros(16001, dtype=np.float32), 16000).shape
+        (22052,)
     """
 
     sample_rate: int
