@@ -64,6 +64,29 @@ def test_code_lines_fit_the_column(site: Path) -> None:
     assert wide == {}
 
 
+#: A table's narrowest width in CSS pixels: 6.4 per character of each column's longest unbreakable word plus
+#: 25.6 of padding per column, calibrated in Chromium (a 9-column table estimated at 774 measured 769). The
+#: column is 720 px wide at 1280 px, 1220 on the benchmark reports, which hide the sidebars.
+TABLE_PX_PER_CHARACTER, TABLE_PX_PER_COLUMN = 6.4, 25.6
+
+
+def test_tables_fit_the_column(site: Path) -> None:
+    """A wider table hides its last columns behind a sideways scroll."""
+    too_wide = {}
+    for name, html in pages(site).items():
+        column = 1220 if name.startswith("benchmarks/") and name != "benchmarks/index.html" else 720
+        for table in re.findall(r"<table>(.*?)</table>", html, flags=re.S):
+            rows = [
+                re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S)
+                for row in re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)
+            ]
+            longest = [max(len(word) for row in rows for word in unbreakable(row[k])) for k in range(len(rows[0]))]
+            width = TABLE_PX_PER_CHARACTER * sum(longest) + TABLE_PX_PER_COLUMN * len(longest)
+            if width > column:
+                too_wide[f"{name}: {html_text(''.join(rows[0]))[:50]}"] = round(width)
+    assert too_wide == {}
+
+
 def test_nothing_is_loaded_from_another_host(site: Path) -> None:
     """On a cluster without internet access the pages must read the same: no CDN, no web font, no diagram text."""
     external = re.compile(
@@ -89,6 +112,11 @@ def test_the_navigation_separates_tutorials_how_to_guides_and_reference(site: Pa
     sections = ["Tutorials", "How-to guides", "Explanation", "Reference", "Contributing"]
     assert all(section in home for section in sections)
     assert [home.index(section) for section in sections] == sorted(home.index(section) for section in sections)
+
+
+def unbreakable(cell: str) -> list[str]:
+    """The words of a table cell the browser will not break: inline code may break anywhere (Material)."""
+    return html_text(re.sub(r"<code>.*?</code>", " ", cell, flags=re.S)).split(" ")
 
 
 def html_text(html: str) -> str:
