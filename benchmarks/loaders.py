@@ -364,7 +364,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--workers", nargs="+", type=int, default=list(WORKERS), help="DataLoader worker counts")
     parser.add_argument("--clips", type=int, default=96, help="generated clips per dataset")
-    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per loader and worker count")
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs per loader and worker count")
     parser.add_argument("--append", action="store_true", help="keep the other datasets' rows of the existing JSON")
     parser.add_argument("--quick", action="store_true", help="24 clips, 2 rounds (writes loaders_quick.*)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder of the JSON and markdown results")
