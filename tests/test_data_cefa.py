@@ -90,9 +90,9 @@ def test_batches_have_every_modality_aligned_and_labelled(tmp_path: Path) -> Non
     assert batch["label"].shape == (4,) and batch["label"].dtype == torch.int64
     # 8 videos of 3 listed frames; 2 whole videos (one live, one spoof) carved into validation.
     assert datamodule.split_sizes() == {"train": 18, "val": 6}
-    val_videos = {sample.video for sample in datamodule.datasets["val"].samples}
+    val_videos = {sample.video for sample in datamodule.datasets["val"].clips}
     assert len(val_videos) == 2 and {label_from_video_name(Path(v).name) for v in val_videos} == {0, 1}
-    train_videos = {sample.video for sample in datamodule.datasets["train"].samples}
+    train_videos = {sample.video for sample in datamodule.datasets["train"].clips}
     assert not train_videos & val_videos
     test = next(iter(datamodule.test_dataloader()))  # the dev list, built on demand: 4 folders of 2 frames
     assert datamodule.split_sizes()["test"] == 8
@@ -123,7 +123,7 @@ def test_frames_per_video_takes_evenly_spaced_frames(tmp_path: Path) -> None:
     assert grey_level(datamodule.datasets["test"][0]["rgb"]) == pytest.approx(60, abs=2)  # the middle of 5 frames
     two = CeFADataModule(str(tmp_path), image_size=SIZE, frames_per_video=2, val_fraction=0.5)
     two.setup("fit")
-    samples = two.datasets["train"].samples + two.datasets["val"].samples
+    samples = two.datasets["train"].clips + two.datasets["val"].clips
     chosen = [sample.files[0].name for sample in samples if sample.video.endswith(train_video(0))]
     assert chosen == ["0002.jpg", "0004.jpg"]  # frames 2 and 4 of 5 by name, though the list starts 0002, 0001
 
@@ -134,7 +134,7 @@ def test_validation_carve_and_samples_are_deterministic(tmp_path: Path) -> None:
     def val_videos(seed: int) -> list[str]:
         datamodule = CeFADataModule(str(tmp_path), image_size=SIZE, val_fraction=0.5, seed=seed)
         datamodule.setup("validate")
-        return [sample.video for sample in datamodule.datasets["val"].samples]
+        return [sample.video for sample in datamodule.datasets["val"].clips]
 
     assert val_videos(0) == val_videos(0)
     assert len(set(val_videos(0))) == 6
@@ -166,7 +166,7 @@ def test_full_release_lists_may_omit_labels(tmp_path: Path) -> None:
     datamodule = CeFADataModule(str(tmp_path), image_size=SIZE, train_split="train.txt", test_split="test.txt")
     assert [entry.label for entry in datamodule.entries["train"]] == [1, 0, 1, 0]
     datamodule.setup("test")
-    assert [sample.label for sample in datamodule.datasets["test"].samples] == [1, 1, 0, 0]
+    assert [sample.label for sample in datamodule.datasets["test"].clips] == [1, 1, 0, 0]
 
 
 # --- what is missing or wrong ------------------------------------------------------------------------

@@ -31,9 +31,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from pdmp_lightning.data.audiovisual.base import MAX_EXAMPLES, splits_to_build
+from pdmp_lightning.data.audiovisual.base import MAX_EXAMPLES, ClipDataset, SetUpSplitLoaders, splits_to_build
 from pdmp_lightning.data.audiovisual.media import (
     FRAME_SUFFIXES,
     frame_transform,
@@ -43,7 +42,7 @@ from pdmp_lightning.data.audiovisual.media import (
     select_frame_indices,
 )
 from pdmp_lightning.data.audiovisual.splits import read_rows, relative_path, stratified_validation_split
-from pdmp_lightning.data.base import LABEL_KEY, SplitLoaders
+from pdmp_lightning.data.base import LABEL_KEY
 from pdmp_lightning.errors import PDMPConfigurationError, check_int, config_error, is_number
 from pdmp_lightning.types import NonNegativeInt, OpenUnitInterval, PositiveInt
 
@@ -101,7 +100,7 @@ class CeFASample:
     files: tuple[Path, ...]
 
 
-class CeFAFrameDataset(Dataset[dict[str, Tensor]]):
+class CeFAFrameDataset(ClipDataset[CeFASample]):
     """Samples ``{<modality>: float32 [3, H, W], "label": int64 []}``, one frame of one video each.
 
     The images of a sample are decoded with three channels (depth and IR grey levels repeated) and
@@ -116,22 +115,19 @@ class CeFAFrameDataset(Dataset[dict[str, Tensor]]):
     """
 
     def __init__(self, samples: Sequence[CeFASample], modalities: Sequence[str], image_size: int, train: bool) -> None:
-        self.samples = list(samples)
+        super().__init__(samples, train)
         self.modalities = list(modalities)
         self.transform = frame_transform(image_size, train)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        sample = self.samples[index]
+        sample = self.clips[index]
         stack = load_frames(sample.files, len(sample.files), self.transform)  # [3, modalities, H, W]
         item = {name: stack[:, i].contiguous() for i, name in enumerate(self.modalities)}
         item[LABEL_KEY] = torch.tensor(sample.label, dtype=torch.long)
         return item
 
 
-class CeFADataModule(SplitLoaders, pl.LightningDataModule):
+class CeFADataModule(SetUpSplitLoaders, pl.LightningDataModule):
     """CASIA-SURF CeFA (face anti-spoofing, live vs spoof) from its protocol lists, any subset of RGB, depth and IR.
 
     Expected below ``root`` (the challenge's ``phase1`` folder; every path option is relative to it):
@@ -405,15 +401,6 @@ class CeFADataModule(SplitLoaders, pl.LightningDataModule):
         _, val_positions = stratified_validation_split([label_of[v] for v in videos], self.val_fraction, self.seed)
         val_videos = {videos[i] for i in val_positions}
         return [s for s in samples if s.video not in val_videos], [s for s in samples if s.video in val_videos]
-
-    def split_sizes(self) -> dict[str, int]:
-        """Usable frames per split built so far (after ``setup``)."""
-        return {split: len(dataset) for split, dataset in self.datasets.items()}
-
-    def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
-        if split not in self.datasets:
-            self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
-        return self.datasets[split]
 
 
 def _label(field: str) -> int | None:

@@ -8,10 +8,10 @@ of CREMA-D, AVE and Kinetics-Sounds, and ``UCF101DataModule`` the RGB frames and
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import lightning.pytorch as pl
 import torch
@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from pdmp_lightning.data.audiovisual.media import (
     CREMAD_SAMPLE_RATE,
-    FRAME_SELECTIONS,
     FrameSelection,
     Resampler,
+    check_frame_selection,
     frame_transform,
     list_frames,
     load_audio,
@@ -108,6 +108,29 @@ class ClipDataset(Dataset[dict[str, Tensor]], Generic[ClipT]):
         return len(self.clips)
 
 
+class SetUpSplitLoaders(SplitLoaders):
+    """``SplitLoaders`` over the datasets that ``setup`` builds, one per split, in ``datasets``.
+
+    A split asked for before ``setup`` built it is set up then, with the stage that needs it.
+    """
+
+    #: Split -> the dataset of its usable samples (filled by ``setup``).
+    datasets: Mapping[str, ClipDataset[Any]]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Builds the datasets of the splits ``stage`` needs."""
+        raise NotImplementedError
+
+    def split_sizes(self) -> dict[str, int]:
+        """Usable samples per split built so far (after ``setup``)."""
+        return {split: len(dataset) for split, dataset in self.datasets.items()}
+
+    def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
+        return self.datasets[split]
+
+
 class AudioVisualClipDataset(ClipDataset[Clip]):
     """Samples ``{"audio": float32 [...], "visual": float32 [3, T, H, W], "label": int64 []}`` read from files.
 
@@ -129,11 +152,9 @@ class AudioVisualClipDataset(ClipDataset[Clip]):
         frame_selection: FrameSelection = "centres",
     ) -> None:
         super().__init__(clips, train)
-        if frame_selection not in FRAME_SELECTIONS:
-            raise config_error("frame_selection", frame_selection, f"one of {list(FRAME_SELECTIONS)}")
         self.num_frames = num_frames
         self.image_size = image_size
-        self.frame_selection: FrameSelection = frame_selection
+        self.frame_selection = check_frame_selection(frame_selection)
         self.transform = frame_transform(image_size, train)
         #: Resamples wav files to the CREMA-D rate (a picklable value: each worker gets its copy).
         self.resampler = Resampler(CREMAD_SAMPLE_RATE)
@@ -147,7 +168,7 @@ class AudioVisualClipDataset(ClipDataset[Clip]):
         }
 
 
-class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
+class ClipListDataModule(SetUpSplitLoaders, pl.LightningDataModule, Generic[ClipT]):
     """Base of the datamodules that read preprocessed clip datasets from disk, whatever their modalities.
 
     A subclass reads its split files in ``__init__`` (through ``_index``), so ``num_classes``
@@ -333,15 +354,6 @@ class ClipListDataModule(SplitLoaders, pl.LightningDataModule, Generic[ClipT]):
         train, val = stratified_validation_split([clip.label for clip in clips], self.val_fraction, self.seed)
         return [clips[i] for i in train], [clips[i] for i in val]
 
-    def split_sizes(self) -> dict[str, int]:
-        """Usable clips per split built so far (after ``setup``)."""
-        return {split: len(dataset) for split, dataset in self.datasets.items()}
-
-    def split_dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
-        if split not in self.datasets:
-            self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
-        return self.datasets[split]
-
 
 def frames_problem(folder: Path, what: str = "*.jpg frames") -> str:
     """Why a clip's frame folder is unusable (absent, or without ``what``), for the missing-files warning."""
@@ -371,15 +383,7 @@ class AudioVisualDataModule(ClipListDataModule[Clip]):
 
     def _set_frame_selection(self, frame_selection: FrameSelection) -> None:
         """Checks and keeps the ``frame_selection`` argument."""
-        if frame_selection not in FRAME_SELECTIONS:
-            raise config_error(
-                "frame_selection",
-                frame_selection,
-                f"one of {list(FRAME_SELECTIONS)}",
-                hint="'first' and 'segment_starts' are the official loaders' rules, 'centres' covers the whole "
-                "clip (see docs/datasets.md)",
-            )
-        self.frame_selection = frame_selection
+        self.frame_selection = check_frame_selection(frame_selection)
 
     # --- what a subclass provides ---------------------------------------------------------------
 

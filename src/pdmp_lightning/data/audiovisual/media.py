@@ -98,6 +98,20 @@ def select_frame_indices(available: int, num_frames: int) -> list[int]:
     return list(range(available)) + [available - 1] * (num_frames - available)
 
 
+def check_frame_selection(frame_selection: Any) -> FrameSelection:
+    """``frame_selection`` if it names a rule of ``FRAME_SELECTIONS``; a configuration error naming it otherwise."""
+    if frame_selection not in FRAME_SELECTIONS:
+        raise config_error(
+            "frame_selection",
+            frame_selection,
+            f"one of {list(FRAME_SELECTIONS)}",
+            hint="'first' and 'segment_starts' are the official loaders' rules, 'centres' covers the whole "
+            "clip (see docs/datasets.md)",
+        )
+    checked: FrameSelection = frame_selection
+    return checked
+
+
 def frame_indices(available: int, num_frames: int, selection: FrameSelection = "centres") -> list[int]:
     """Indices of the ``num_frames`` frames a clip of ``available`` frames contributes, by ``selection``.
 
