@@ -85,9 +85,10 @@ class DevTools:
         os.close(from_browser_write)
         self._buffer = b""
         self._next_id = 0
+        self._events: list[dict[str, Any]] = []
 
     def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
-        """Sends one command and returns its result (events that arrive meanwhile are dropped)."""
+        """Sends one command and returns its result (events that arrive meanwhile are kept for ``wait_for``)."""
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
         if session:
@@ -95,17 +96,20 @@ class DevTools:
         os.write(self._to_browser, json.dumps(message).encode() + b"\0")
         while True:
             reply = self._read()
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"Chromium refused {method}: {reply['error']}")
-                result: dict[str, Any] = reply["result"]
-                return result
+            if reply.get("id") != self._next_id:
+                self._events.append(reply)
+                continue
+            if "error" in reply:
+                raise RuntimeError(f"Chromium refused {method}: {reply['error']}")
+            result: dict[str, Any] = reply["result"]
+            return result
 
     def wait_for(self, event: str, session: str) -> None:
-        """Blocks until ``event`` arrives for ``session``."""
+        """Blocks until ``event`` has arrived for ``session`` (it may have come during an earlier ``send``)."""
         while True:
-            message = self._read()
+            message = self._events.pop(0) if self._events else self._read()
             if message.get("method") == event and message.get("sessionId") == session:
+                self._events.clear()
                 return
 
     def _read(self) -> dict[str, Any]:
