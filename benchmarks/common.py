@@ -391,6 +391,13 @@ def write_json(name: str, payload: Any, out: Path = OUT) -> Path:
     return path
 
 
+def write_results(name: str, payload: Any, report: str, out: Path = OUT) -> None:
+    """Writes ``<name>.json`` and the Markdown ``report`` as ``<name>.md`` into ``out``, and prints the report."""
+    write_json(f"{name}.json", payload, out)
+    (out / f"{name}.md").write_text(report)
+    print(report)
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)

@@ -45,7 +45,7 @@ from PIL import Image
 from tests.references import loaders as official
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import OUT, machine, write_json
+from benchmarks.common import OUT, machine, write_results
 from pdmp_lightning.data.audiovisual import (
     AudioVisualClipDataset,
     AudioVisualDataModule,
@@ -402,10 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     rows.sort(key=lambda r: (order[r["dataset"]], r["workers"]))
     stages.sort(key=lambda r: order[r["dataset"]])
     payload = {"machine": machine(), "clips": options.clips, "rounds": options.rounds, "rows": rows, "stages": stages}
-    write_json(f"{name}.json", payload, options.out)
-    text = report(payload)
-    (options.out / f"{name}.md").write_text(text)
-    print(text)
+    write_results(name, payload, report(payload), options.out)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
 import pdmp_lightning
-from benchmarks.common import OUT, machine, write_json
+from benchmarks.common import OUT, machine, write_results
 from pdmp_lightning.data import TensorMultimodalDataset
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 
@@ -334,10 +334,7 @@ def main() -> None:
         rows += measure(size_name, options.rounds, options.steps, options.methods)
     rows.sort(key=lambda r: (list(SIZES).index(r["size"]), r["optimizer"] != "sgd", list(METHODS).index(r["method"])))
     payload = {"machine": machine(), "rounds": options.rounds, "steps": options.steps, "rows": rows}
-    write_json(f"{name}.json", payload)
-    text = report(payload)
-    (OUT / f"{name}.md").write_text(text)
-    print(text)
+    write_results(name, payload, report(payload))
 
 
 if __name__ == "__main__":

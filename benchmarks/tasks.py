@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import pdmp_lightning
-from benchmarks.common import OPTIMIZERS, OUT, benchmark_trainer, machine, mean_std, run_all, write_json
+from benchmarks.common import OPTIMIZERS, OUT, benchmark_trainer, machine, mean_std, run_all, write_results
 from pdmp_lightning.data import SyntheticMultimodalDataModule
 from pdmp_lightning.models import MLPEncoder, MultimodalClassifier
 
@@ -157,10 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.append and path.is_file():
         rows = [r for r in json.loads(path.read_text())["rows"] if r["task"] not in options.tasks] + rows
     payload = {"machine": machine(), "epochs": epochs, "grid": grid, "rows": rows}
-    write_json(f"{name}.json", payload)
-    text = report(payload)
-    (OUT / f"{name}.md").write_text(text)
-    print(text)
+    write_results(name, payload, report(payload))
 
 
 if __name__ == "__main__":
